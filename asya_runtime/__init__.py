@@ -1,0 +1,1 @@
+"""Asya handler runtime. Kept importable by tests; the operator ships runtime.py alone."""

@@ -1,0 +1,1120 @@
+"""Asya handler runtime: serves one user handler over HTTP/1.1 on a Unix socket.
+
+The operator ships this file alone (in a ConfigMap) and runs it with the user's own
+interpreter, so it must stay a single module that imports only the standard library and
+runs on Python 3.8 or newer. It knows nothing about queues or brokers: the sidecar next to
+it owns the envelope's journey; this file only turns one envelope into result frames.
+
+Contract (see docs/runtime-protocol.md):
+- env: ASYA_HANDLER (required), ASYA_SOCKET_DIR, ASYA_RUNTIME_CONCURRENCY, ASYA_LOG_LEVEL,
+  ASYA_LOG_FORMAT.
+- start-up order: load the handler, bind the socket, write the ready file. A handler that
+  cannot be loaded exits non-zero before the socket exists.
+- POST /invoke -> 200 {"frames": [...]} | 204 | 400 msg_parsing_error | 500 processing_error
+- GET /healthz -> 200 while serving, 503 while draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import copy
+import datetime
+import importlib
+import inspect
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+# Exit codes, so that a crash-looping pod says which side is wrong.
+EXIT_OK = 0
+EXIT_BAD_CONFIG = 2  # an env var is missing or malformed
+EXIT_BAD_HANDLER = 3  # ASYA_HANDLER names something that cannot be served
+EXIT_SERVE_FAILED = 4  # the socket could not be bound
+# A sync handler overran its timeout; its thread cannot be stopped, so the runtime finished
+# the other calls and exits to be restarted clean (EX_TEMPFAIL).
+EXIT_RESTART = 75
+TIMEOUT_HEADER = "x-asya-timeout"
+
+SOCKET_NAME = "asya-runtime.sock"
+READY_NAME = "runtime-ready"
+DEFAULT_SOCKET_DIR = "/var/run/asya"
+
+log = logging.getLogger("asya.runtime")
+
+Json = Any  # a value json.dumps accepts
+Frame = Dict[str, Any]  # {"payload": ..., "route": {...}, "headers": {...}}
+# What one call produced: frames to route on, and FLY side events that are not routed.
+Outcome = Tuple[List[Frame], List[Json]]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class ConfigError(Exception):
+    """An environment variable is missing or malformed."""
+
+
+class Config:
+    def __init__(
+        self,
+        *,
+        handler: str,
+        socket_dir: str = DEFAULT_SOCKET_DIR,
+        concurrency: int = 1,
+        log_level: str = "INFO",
+        log_format: str = "json",
+    ) -> None:
+        self.handler = handler
+        self.socket_dir = socket_dir
+        self.concurrency = concurrency
+        self.log_level = log_level
+        self.log_format = log_format
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.socket_dir, SOCKET_NAME)
+
+    @property
+    def ready_path(self) -> str:
+        return os.path.join(self.socket_dir, READY_NAME)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str]) -> Config:
+        handler = environ.get("ASYA_HANDLER", "").strip()
+        if not handler:
+            raise ConfigError(
+                "ASYA_HANDLER is not set: point it at your handler, e.g. "
+                "ASYA_HANDLER=my_module.my_function or my_module.MyClass.my_method"
+            )
+        raw_concurrency = environ.get("ASYA_RUNTIME_CONCURRENCY", "1").strip() or "1"
+        try:
+            concurrency = int(raw_concurrency)
+        except ValueError:
+            concurrency = 0
+        if concurrency < 1:
+            raise ConfigError(
+                f"ASYA_RUNTIME_CONCURRENCY={raw_concurrency!r} is not a positive integer"
+            )
+        level = (environ.get("ASYA_LOG_LEVEL", "INFO").strip() or "INFO").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(
+                f"ASYA_LOG_LEVEL={level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+            )
+        fmt = (environ.get("ASYA_LOG_FORMAT", "json").strip() or "json").lower()
+        if fmt not in ("json", "text"):
+            raise ConfigError(f"ASYA_LOG_FORMAT={fmt!r} is not 'json' or 'text'")
+        socket_dir = environ.get("ASYA_SOCKET_DIR", "").strip() or DEFAULT_SOCKET_DIR
+        config = cls(
+            handler=handler,
+            socket_dir=socket_dir,
+            concurrency=concurrency,
+            log_level=level,
+            log_format=fmt,
+        )
+        # AF_UNIX paths are limited by sun_path (108 bytes on Linux, 104 on macOS).
+        if len(os.fsencode(config.socket_path)) > 103:
+            raise ConfigError(
+                f"socket path {config.socket_path!r} is longer than the 103 bytes a Unix "
+                "socket allows; set ASYA_SOCKET_DIR to a shorter directory"
+            )
+        return config
+
+
+# --------------------------------------------------------------------------------- logging
+
+# Record attributes that the JSON formatter copies into each line when a caller sets them.
+_LOG_FIELDS = ("envelope_id", "handler", "error_type", "duration_ms", "path", "traceback")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": _utc_iso(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in _LOG_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        if record.exc_info and "traceback" not in line:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_utc_iso(record.created), record.levelname, record.name + ":", record.getMessage()]
+        for name in _LOG_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None and name != "traceback":
+                parts.append(f"{name}={value}")
+        text = " ".join(parts)
+        trace = getattr(record, "traceback", None)
+        if trace:
+            text += "\n" + str(trace).rstrip()
+        elif record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _utc_iso(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def configure_logging(*, level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+# ------------------------------------------------------------------------- handler loading
+
+
+class HandlerLoadError(Exception):
+    """ASYA_HANDLER names something that cannot be served."""
+
+
+SYNC, ASYNC, GENERATOR, ASYNC_GENERATOR = "sync", "async", "generator", "async-generator"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Handler:
+    """A loaded handler: the callable and how it must be driven."""
+
+    def __init__(self, *, spec: str, func: Callable[..., Any], kind: str) -> None:
+        self.spec = spec
+        self.func = func
+        self.kind = kind
+
+
+def load_handler(spec: str) -> Handler:
+    """Resolve `module.function` or `module.Class.method`, importing the longest module prefix.
+
+    A class in the path is instantiated once, with no arguments, and its method is bound to
+    that instance, so expensive set-up (model weights, clients) happens at start-up only.
+    """
+    parts = spec.split(".")
+    if len(parts) < 2 or not all(_IDENTIFIER.match(part) for part in parts):
+        raise HandlerLoadError(
+            f"ASYA_HANDLER={spec!r} is not of the form module.function or "
+            "module.Class.method (dot-separated Python identifiers)"
+        )
+    if os.getcwd() not in sys.path:
+        # Handlers live in the user's working directory, not next to this file.
+        sys.path.insert(0, os.getcwd())
+
+    module, attr_path = _import_longest_prefix(spec, parts)
+    if len(attr_path) > 2:
+        raise HandlerLoadError(
+            f"ASYA_HANDLER={spec!r}: after module {module.__name__!r} the path "
+            f"{'.'.join(attr_path)!r} is too deep; name a function or Class.method"
+        )
+
+    target: Any = module
+    owner_name = module.__name__
+    for index, name in enumerate(attr_path):
+        if not hasattr(target, name):
+            raise HandlerLoadError(
+                f"ASYA_HANDLER={spec!r}: {owner_name!r} has no attribute {name!r}"
+            )
+        target = getattr(target, name)
+        owner_name = f"{owner_name}.{name}"
+        is_last = index == len(attr_path) - 1
+        if inspect.isclass(target) and not is_last:
+            target = _instantiate(spec, target)
+    if inspect.isclass(target):
+        raise HandlerLoadError(
+            f"ASYA_HANDLER={spec!r} is a class; name one of its methods, e.g. "
+            f"{spec}.process (the class is then built once with no arguments)"
+        )
+    if not callable(target):
+        raise HandlerLoadError(
+            f"ASYA_HANDLER={spec!r} is a {type(target).__name__}, which is not callable"
+        )
+    return Handler(spec=spec, func=target, kind=_kind_of(target))
+
+
+def _import_longest_prefix(spec: str, parts: list[str]) -> tuple[Any, list[str]]:
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            return importlib.import_module(module_name), parts[cut:]
+        except ModuleNotFoundError as exc:
+            # Only "this prefix is not a module" means try a shorter one; a module that
+            # exists but fails to import one of *its* dependencies is the user's real error.
+            if exc.name is None or not _is_prefix_of(exc.name, module_name):
+                raise HandlerLoadError(
+                    f"ASYA_HANDLER={spec!r}: importing {module_name!r} failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+        except SyntaxError as exc:
+            raise HandlerLoadError(
+                f"ASYA_HANDLER={spec!r}: syntax error in {exc.filename}, line {exc.lineno}: "
+                f"{exc.msg}"
+            ) from exc
+        except BaseException as exc:
+            raise HandlerLoadError(
+                f"ASYA_HANDLER={spec!r}: importing {module_name!r} raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    raise HandlerLoadError(
+        f"ASYA_HANDLER={spec!r}: no module named {parts[0]!r} (searched the working "
+        f"directory {os.getcwd()!r} and sys.path)"
+    )
+
+
+def _is_prefix_of(missing: str, module_name: str) -> bool:
+    return module_name == missing or module_name.startswith(missing + ".")
+
+
+def _instantiate(spec: str, cls: type) -> Any:
+    try:
+        return cls()
+    except TypeError as exc:
+        raise HandlerLoadError(
+            f"ASYA_HANDLER={spec!r}: class {cls.__qualname__} cannot be built with no "
+            f"arguments ({exc}); give every __init__ parameter a default, e.g. from env"
+        ) from exc
+    except BaseException as exc:
+        raise HandlerLoadError(
+            f"ASYA_HANDLER={spec!r}: building {cls.__qualname__}() raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _kind_of(func: Callable[..., Any]) -> str:
+    probe: Any = func
+    if not (inspect.isfunction(probe) or inspect.ismethod(probe)):
+        # A callable instance: its __call__ decides the kind.
+        probe = getattr(func, "__call__", func)  # noqa: B004 - we want the method itself
+    if inspect.isasyncgenfunction(probe):
+        return ASYNC_GENERATOR
+    if inspect.isgeneratorfunction(probe):
+        return GENERATOR
+    if inspect.iscoroutinefunction(probe):
+        return ASYNC
+    return SYNC
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+class InvokeError(Exception):
+    """Base of the errors the runtime reports for one request."""
+
+
+class ParseError(InvokeError):
+    """The request body is not an envelope: answered 400 msg_parsing_error."""
+
+
+class AbiError(InvokeError):
+    """A generator handler misused the ABI (unknown path, read-only field, bad value)."""
+
+
+class ResultError(InvokeError):
+    """The handler's result cannot be sent back (for example it is not JSON)."""
+
+
+class ActorTimeout(TimeoutError):
+    """The handler did not finish within the timeout the sidecar asked for."""
+
+
+def _type_name(cls: type) -> str:
+    module = cls.__module__
+    if module in ("builtins", "__main__", __name__):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+def error_details(exc: BaseException) -> dict[str, Any]:
+    """The JSON description of an exception that the sidecar matches retry rules against."""
+    return {
+        "type": _type_name(type(exc)),
+        "mro": [_type_name(cls) for cls in type(exc).__mro__ if cls is not object],
+        "message": str(exc),
+        "traceback": "".join(
+            traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__))
+        ),
+    }
+
+
+def _user_frames(tb: Any) -> Any:
+    """Skip the runtime's own frames (and asyncio's, the thread pool's) above the handler's."""
+    first = tb
+    while tb is not None and _is_internal(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return tb if tb is not None else first
+
+
+def _is_internal(filename: str) -> bool:
+    return (
+        filename == __file__
+        or f"{os.sep}asyncio{os.sep}" in filename
+        or f"{os.sep}concurrent{os.sep}futures{os.sep}" in filename
+    )
+
+
+# ------------------------------------------------------------------------------- envelope
+
+
+def parse_envelope(body: bytes) -> dict[str, Any]:
+    try:
+        envelope = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ParseError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(envelope, dict):
+        raise ParseError(f"envelope must be a JSON object, got {type(envelope).__name__}")
+    missing = [key for key in ("id", "route", "payload") if key not in envelope]
+    if missing:
+        raise ParseError(f"envelope lacks required field(s): {', '.join(missing)}")
+    route = envelope["route"]
+    if not isinstance(route, dict):
+        raise ParseError(f"route must be an object, got {type(route).__name__}")
+    if not isinstance(route.get("curr"), str):
+        raise ParseError("route.curr must be a string")
+    for key in ("prev", "next"):
+        value = route.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ParseError(f"route.{key} must be a list of strings")
+    headers = envelope.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        raise ParseError(f"headers must be an object, got {type(headers).__name__}")
+    return envelope
+
+
+# ------------------------------------------------------------------------------------ ABI
+
+VERBS = ("GET", "SET", "DEL", "FLY")
+_ARITY = {"GET": 1, "SET": 2, "DEL": 1, "FLY": 1}
+
+# `.root`, `.root.key`, each optionally followed by `[i]` or `[a:b]`.
+_PATH = re.compile(
+    r"^\.(?P<root>[A-Za-z_]+)(?:\.(?P<key>[A-Za-z0-9_\-]+))?(?:\[(?P<index>[^\]]*)\])?$"
+)
+_LIST_FIELDS = ("prev", "next")
+
+
+class _Path:
+    def __init__(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise AbiError(f"a path must be a string like '.route.next', got {text!r}")
+        match = _PATH.match(text)
+        if not match:
+            raise AbiError(f"path {text!r} is not of the form .field, .field.key or .field[i]")
+        self.text = text
+        self.root: str = match.group("root")
+        self.key: str | None = match.group("key")
+        self.index: Any | None = None
+        raw_index = match.group("index")
+        if raw_index is not None:
+            self.index = _parse_subscript(text, raw_index)
+            if not (self.root == "route" and self.key in _LIST_FIELDS):
+                raise AbiError(f"path {text!r}: only .route.prev and .route.next take [i]")
+
+
+def _parse_subscript(path: str, raw: str) -> Any:
+    try:
+        if ":" not in raw:
+            return int(raw)
+        bounds = raw.split(":")
+        if len(bounds) != 2:
+            raise ValueError(raw)
+        start, stop = (int(b) if b.strip() else None for b in bounds)
+        return slice(start, stop)
+    except ValueError:
+        raise AbiError(f"path {path!r}: {raw!r} is not an index or a start:stop slice") from None
+
+
+class Session:
+    """The handler's view of one envelope while a generator handler runs.
+
+    Each `yield payload` snapshots the current route and headers into a frame, so that a
+    SET after a yield affects only the frames that follow it.
+    """
+
+    def __init__(self, envelope: dict[str, Any]) -> None:
+        self.envelope = envelope
+        route = envelope["route"]
+        self.prev: list[str] = list(route.get("prev", []))
+        self.curr: str = route["curr"]
+        self.next: list[str] = list(route.get("next", []))
+        self.headers: dict[str, Json] = dict(envelope.get("headers") or {})
+        self.frames: list[Frame] = []
+        self.fly: list[Json] = []
+
+    def step(self, item: Any) -> Any:
+        """Act on one yielded item; the return value is sent back into the generator."""
+        if isinstance(item, tuple) and item and isinstance(item[0], str) and item[0] in VERBS:
+            verb, args = item[0], item[1:]
+            if len(args) != _ARITY[verb]:
+                raise AbiError(
+                    f"yield {verb!r} takes {_ARITY[verb]} argument(s) after the verb, "
+                    f"got {len(args)}: {item!r}"
+                )
+            if verb == "GET":
+                return self.get(_Path(args[0]))
+            if verb == "SET":
+                self.set(_Path(args[0]), args[1])
+            elif verb == "DEL":
+                self.delete(_Path(args[0]))
+            else:
+                self.fly.append(args[0])
+            return None
+        self.emit(item)
+        return None
+
+    def emit(self, payload: Json) -> None:
+        self.frames.append(
+            {
+                "payload": payload,
+                "route": {"prev": self.prev, "curr": self.curr, "next": list(self.next)},
+                "headers": dict(self.headers),
+            }
+        )
+
+    def get(self, path: _Path) -> Any:
+        root, key = path.root, path.key
+        if root in ("id", "parent_id") and key is None:
+            return self.envelope.get(root)
+        if root == "route":
+            if key is None:
+                return {"prev": list(self.prev), "curr": self.curr, "next": list(self.next)}
+            if key == "curr" and path.index is None:
+                return self.curr
+            if key in _LIST_FIELDS:
+                items = self.prev if key == "prev" else self.next
+                if path.index is None:
+                    return list(items)
+                return _read_index(path, items)
+        if root == "headers":
+            return dict(self.headers) if key is None else self.headers.get(key)
+        if root == "status":
+            status = self.envelope.get("status")
+            if not isinstance(status, dict):
+                return None
+            return copy.deepcopy(status) if key is None else copy.deepcopy(status.get(key))
+        raise AbiError(
+            f"GET {path.text!r}: unknown path; readable are .id, .parent_id, "
+            ".route[.prev|.curr|.next], .headers[.<key>], .status[.<key>]"
+        )
+
+    def set(self, path: _Path, value: Any) -> None:
+        self._check_writable("SET", path)
+        if path.root == "headers":
+            if path.key is None:
+                if not isinstance(value, dict):
+                    raise AbiError(
+                        f"SET {path.text!r}: headers must be an object, got {type(value).__name__}"
+                    )
+                self.headers = dict(value)
+            else:
+                self.headers[path.key] = value
+            return
+        # .route.next, whole or by index/slice
+        if path.index is None or isinstance(path.index, slice):
+            self._check_actor_list(path, value)
+            if path.index is None:
+                self.next = list(value)
+            else:
+                self.next[path.index] = list(value)
+            return
+        self._check_actor_name(path, value)
+        try:
+            self.next[path.index] = value
+        except IndexError:
+            raise AbiError(
+                f"SET {path.text!r}: index out of range for route.next {self.next!r}"
+            ) from None
+
+    def delete(self, path: _Path) -> None:
+        self._check_writable("DEL", path)
+        if path.root == "headers":
+            if path.key is None:
+                self.headers = {}
+            else:
+                self.headers.pop(path.key, None)
+            return
+        if path.index is None:
+            self.next = []
+            return
+        try:
+            del self.next[path.index]
+        except IndexError:
+            raise AbiError(
+                f"DEL {path.text!r}: index out of range for route.next {self.next!r}"
+            ) from None
+
+    @staticmethod
+    def _check_writable(verb: str, path: _Path) -> None:
+        if path.root == "headers" and path.index is None:
+            return
+        if path.root == "route" and path.key == "next":
+            return
+        if path.root == "route" and path.key in ("prev", "curr", None):
+            field = "route" if path.key is None else f"route.{path.key}"
+            raise AbiError(
+                f"{verb} {path.text!r}: {field} is read-only; a handler may change only "
+                ".route.next and .headers"
+            )
+        if path.root in ("id", "parent_id", "status", "payload"):
+            raise AbiError(
+                f"{verb} {path.text!r}: .{path.root} is read-only; a handler may change only "
+                ".route.next and .headers"
+            )
+        raise AbiError(
+            f"{verb} {path.text!r}: unknown path; writable are .route.next "
+            "(also [i] and [a:b]) and .headers[.<key>]"
+        )
+
+    @staticmethod
+    def _check_actor_list(path: _Path, value: Any) -> None:
+        if not isinstance(value, (list, tuple)):
+            raise AbiError(
+                f"SET {path.text!r}: expected a list of actor names, got "
+                f"{type(value).__name__} {value!r}"
+            )
+        for item in value:
+            Session._check_actor_name(path, item)
+
+    @staticmethod
+    def _check_actor_name(path: _Path, value: Any) -> None:
+        if not isinstance(value, str) or not value:
+            raise AbiError(f"SET {path.text!r}: actor names are non-empty strings, got {value!r}")
+
+
+def _read_index(path: _Path, items: list[str]) -> Any:
+    assert path.index is not None
+    try:
+        value = items[path.index]
+    except IndexError:
+        raise AbiError(f"GET {path.text!r}: index out of range for {items!r}") from None
+    return list(value) if isinstance(value, list) else value
+
+
+# ----------------------------------------------------------------------------- invocation
+
+
+class Invoker:
+    """Runs the handler for one envelope and turns its result into frames.
+
+    Sync handlers (and sync generators) run on a thread pool as wide as the concurrency
+    limit, async ones on the event loop; a semaphore makes requests over the limit wait.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        concurrency: int,
+        on_stuck: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self.handler = handler
+        self._slots = asyncio.Semaphore(concurrency)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="asya-handler"
+        )
+        # Called when a thread keeps running a handler nobody waits for any more.
+        self._on_stuck = on_stuck
+        self.stuck_threads = 0
+
+    def close(self) -> None:
+        # With a stuck thread, waiting for the pool would wait forever.
+        self._pool.shutdown(wait=self.stuck_threads == 0)
+
+    async def invoke(self, envelope: dict[str, Any], *, timeout: float | None = None) -> Outcome:
+        """Return (frames, fly events). Handler exceptions propagate unchanged.
+
+        Past `timeout` seconds the call raises ActorTimeout: an async handler is cancelled;
+        a sync one cannot be, so its thread is reported stuck.
+        """
+        async with self._slots:
+            if timeout is None:
+                return await self._run(envelope)
+            try:
+                return await asyncio.wait_for(self._run(envelope), timeout)
+            except asyncio.TimeoutError:
+                raise ActorTimeout(
+                    f"{self.handler.spec} did not finish within {timeout:g}s"
+                ) from None
+
+    async def _run(self, envelope: dict[str, Any]) -> Outcome:
+        kind, func = self.handler.kind, self.handler.func
+        payload = envelope["payload"]
+        if kind == ASYNC_GENERATOR:
+            return await _drive_async(func(payload), Session(envelope))
+        if kind == GENERATOR:
+            outcome: Outcome = await self._in_thread(
+                _call_and_drive, func, payload, Session(envelope)
+            )
+            return outcome
+        if kind == ASYNC:
+            result = await func(payload)
+        else:
+            result = await self._in_thread(func, payload)
+        return await self._plain_result(result, envelope)
+
+    async def _plain_result(self, result: Any, envelope: dict[str, Any]) -> Outcome:
+        # A sync callable may still hand back a coroutine or a generator (decorators do).
+        if inspect.isawaitable(result):
+            result = await result
+        if inspect.isasyncgen(result):
+            return await _drive_async(result, Session(envelope))
+        if inspect.isgenerator(result):
+            outcome: Outcome = await self._in_thread(_drive_sync, result, Session(envelope))
+            return outcome
+        if result is None:
+            return [], []
+        route = envelope["route"]
+        frame_route = {
+            "prev": route.get("prev", []),
+            "curr": route["curr"],
+            "next": route.get("next", []),
+        }
+        headers = envelope.get("headers") or {}
+        payloads = result if isinstance(result, list) else [result]
+        frames = [{"payload": p, "route": frame_route, "headers": headers} for p in payloads]
+        return frames, []
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        work = self._pool.submit(func, *args)
+        try:
+            return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            if not work.cancel() and not work.done():
+                # Already running: the thread runs on; count it until it returns, if ever.
+                self.stuck_threads += 1
+                work.add_done_callback(self._thread_returned)
+                self._on_stuck(f"{self.handler.spec} kept running past its timeout")
+            raise
+
+    def _thread_returned(self, _: Any) -> None:
+        self.stuck_threads -= 1
+
+
+def _call_and_drive(func: Callable[..., Any], payload: Any, session: Session) -> Outcome:
+    return _drive_sync(func(payload), session)
+
+
+def _drive_sync(gen: Any, session: Session) -> Outcome:
+    reply: Any = None
+    try:
+        while True:
+            item = gen.send(reply)
+            reply = session.step(item)
+    except StopIteration as stop:
+        if stop.value is not None:
+            raise AbiError(
+                "a generator handler returned a value; emit results with `yield payload` "
+                f"instead (returned {type(stop.value).__name__})"
+            ) from None
+    finally:
+        gen.close()
+    return session.frames, session.fly
+
+
+async def _drive_async(agen: Any, session: Session) -> Outcome:
+    reply: Any = None
+    try:
+        while True:
+            item = await agen.asend(reply)
+            reply = session.step(item)
+    except StopAsyncIteration:
+        pass
+    finally:
+        await agen.aclose()
+    return session.frames, session.fly
+
+
+# ---------------------------------------------------------------------------- HTTP/1.1
+
+
+class HttpError(Exception):
+    """The request is not HTTP/1.1 we can serve; the connection is answered and closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Request:
+    def __init__(
+        self, *, method: str, target: str, version: str, headers: dict[str, str], body: bytes
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        connection = headers.get("connection", "").lower()
+        if version == "HTTP/1.0":
+            self.keep_alive = "keep-alive" in connection
+        else:
+            self.keep_alive = "close" not in connection
+
+
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+}
+MAX_HEADER_BYTES = 64 * 1024
+
+
+async def read_request(reader: asyncio.StreamReader) -> Request | None:
+    """Read one request; None on a clean end of stream between requests."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial.strip():
+            return None
+        raise HttpError(400, "connection closed in the middle of the request head") from None
+    except asyncio.LimitOverrunError:
+        raise HttpError(431, f"request head exceeds {MAX_HEADER_BYTES} bytes") from None
+    lines = head.decode("latin-1").split("\r\n")
+    request_line = lines[0].split(" ")
+    if len(request_line) != 3 or not request_line[2].startswith("HTTP/1."):
+        raise HttpError(400, f"malformed request line {lines[0]!r}")
+    method, target, version = request_line
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise HttpError(400, f"malformed header line {line!r}")
+        headers[name.strip().lower()] = value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = await _read_chunked(reader)
+    elif "content-length" in headers:
+        try:
+            length = int(headers["content-length"])
+        except ValueError:
+            raise HttpError(400, "Content-Length is not an integer") from None
+        if length < 0:
+            raise HttpError(400, "Content-Length is negative")
+        body = await reader.readexactly(length) if length else b""
+    elif method == "POST":
+        raise HttpError(411, "POST needs Content-Length or chunked Transfer-Encoding")
+    else:
+        body = b""
+    return Request(method=method, target=target, version=version, headers=headers, body=body)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        try:
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise HttpError(400, f"malformed chunk size {size_line!r}") from None
+        if size == 0:
+            # Skip optional trailer fields up to the blank line that ends the body.
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass
+            return b"".join(chunks)
+        chunks.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+def render_response(status: int, body: bytes | None, *, keep_alive: bool) -> bytes:
+    head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+    if status != 204:
+        head.append("Content-Type: application/json")
+        head.append(f"Content-Length: {len(body or b'')}")
+    if not keep_alive:
+        head.append("Connection: close")
+    data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+    return data + body if body else data
+
+
+def dump_json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+# -------------------------------------------------------------------------------- server
+
+Response = Tuple[int, Optional[bytes]]
+
+
+class Server:
+    """Accepts connections on the Unix socket; each connection carries sequential requests."""
+
+    def __init__(self, config: Config, handler: Handler) -> None:
+        self.config = config
+        self.handler = handler
+        self.invoker = Invoker(
+            handler, concurrency=config.concurrency, on_stuck=self.request_restart
+        )
+        self.draining = False
+        self.stopping = asyncio.Event()
+        self.exit_code = EXIT_OK
+        self._server: asyncio.AbstractServer | None = None
+        # connection task -> True while a request is being handled on it
+        self._connections: dict[asyncio.Task[None], bool] = {}
+
+    async def start(self) -> None:
+        os.makedirs(self.config.socket_dir, exist_ok=True)
+        _remove_stale_socket(self.config.socket_path)
+        self._server = await asyncio.start_unix_server(
+            self._on_connection, path=self.config.socket_path, limit=MAX_HEADER_BYTES
+        )
+        _write_ready_file(self.config.ready_path, self.handler.spec)
+
+    def request_restart(self, reason: str) -> None:
+        """A thread is stuck in the handler: finish the other calls, then exit to be restarted."""
+        if self.exit_code != EXIT_RESTART:
+            log.warning("%s; finishing other calls, then exiting to be restarted", reason)
+        self.exit_code = EXIT_RESTART
+        self.stopping.set()
+
+    async def drain(self) -> None:
+        """Stop accepting, let requests in flight finish, drop idle connections."""
+        self.draining = True
+        _remove_quietly(self.config.ready_path)
+        if self._server is not None:
+            self._server.close()
+        for task, busy in list(self._connections.items()):
+            if not busy:
+                task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        _remove_quietly(self.config.socket_path)
+        self.invoker.close()
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self.draining:
+            writer.close()
+            return
+        self._connections[task] = False
+        try:
+            await self._serve_connection(reader, writer, task)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the peer went away or we are shutting down; nothing to answer
+        finally:
+            self._connections.pop(task, None)
+            writer.close()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: Any
+    ) -> None:
+        while not self.draining:
+            try:
+                request = await read_request(reader)
+            except HttpError as exc:
+                _, answer = _error(exc.status, "http_error", str(exc))
+                writer.write(render_response(exc.status, answer, keep_alive=False))
+                await writer.drain()
+                return
+            if request is None:
+                return
+            self._connections[task] = True
+            status, body = await self.dispatch(request)
+            keep_alive = request.keep_alive and not self.draining
+            writer.write(render_response(status, body, keep_alive=keep_alive))
+            await writer.drain()
+            self._connections[task] = False
+            if not keep_alive:
+                return
+
+    async def dispatch(self, request: Request) -> Response:
+        path = request.target.split("?", 1)[0]
+        if path == "/invoke":
+            if request.method != "POST":
+                return _error(405, "method_not_allowed", f"{request.method} /invoke: use POST")
+            return await self._invoke(request)
+        if path == "/healthz":
+            if request.method not in ("GET", "HEAD"):
+                return _error(405, "method_not_allowed", f"{request.method} /healthz: use GET")
+            if self.draining:
+                return 503, dump_json({"status": "draining", "handler": self.handler.spec})
+            return 200, dump_json({"status": "ok", "handler": self.handler.spec})
+        return _error(404, "not_found", f"no route {path!r}; try POST /invoke or GET /healthz")
+
+    async def _invoke(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            timeout = _timeout_of(request)
+        except ValueError as exc:
+            return _error(400, "bad_request", str(exc))
+        try:
+            envelope = parse_envelope(request.body)
+        except ParseError as exc:
+            log.warning("rejected request body: %s", exc)
+            details = {"type": "ParseError", "message": str(exc)}
+            return 400, dump_json({"error": "msg_parsing_error", "details": details})
+        envelope_id = envelope.get("id")
+        try:
+            frames, fly = await self.invoker.invoke(envelope, timeout=timeout)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # SystemExit from a handler must not stop the server
+            details = error_details(exc)
+            log.error(
+                "handler raised %s: %s",
+                details["type"],
+                exc,
+                extra={
+                    "envelope_id": envelope_id,
+                    "error_type": details["type"],
+                    "traceback": details["traceback"],
+                },
+            )
+            return 500, dump_json({"error": "processing_error", "details": details})
+        if not frames and not fly:
+            return 204, None
+        answer: dict[str, Any] = {"frames": frames}
+        if fly:
+            answer["fly"] = fly
+        try:
+            data = dump_json(answer)
+        except (TypeError, ValueError) as exc:
+            reason = str(exc)
+            if isinstance(exc, ValueError):  # json's words for NaN and Infinity
+                reason = f"a float is NaN or infinite ({exc})"
+            problem = ResultError(f"handler result is not JSON-serialisable: {reason}")
+            log.error("%s", problem, extra={"envelope_id": envelope_id})
+            return 500, dump_json({"error": "processing_error", "details": error_details(problem)})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "invoked",
+                extra={
+                    "envelope_id": envelope_id,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+        return 200, data
+
+
+def _timeout_of(request: Request) -> float | None:
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = -1.0
+    if not timeout > 0:  # also refuses NaN
+        raise ValueError(f"{TIMEOUT_HEADER}: {raw!r} is not a positive number of seconds")
+    return timeout
+
+
+def _error(status: int, error: str, message: str) -> Response:
+    return status, dump_json({"error": error, "details": {"message": message}})
+
+
+def _remove_stale_socket(path: str) -> None:
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: a leftover from a crashed runtime
+        return
+    finally:
+        probe.close()
+    raise OSError(f"another runtime is already serving on {path}")
+
+
+def _write_ready_file(path: str, spec: str) -> None:
+    # Written atomically so a probe never sees a half-written file.
+    temporary = path + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump({"pid": os.getpid(), "handler": spec}, handle)
+    os.replace(temporary, path)
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+async def serve(config: Config, handler: Handler) -> int:
+    server = Server(config, handler)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("cannot serve on %s: %s", config.socket_path, exc)
+        return EXIT_SERVE_FAILED
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, server.stopping.set)
+    log.info(
+        "serving %s (%s) on %s with concurrency %d",
+        handler.spec,
+        handler.kind,
+        config.socket_path,
+        config.concurrency,
+        extra={"handler": handler.spec},
+    )
+    await server.stopping.wait()
+    log.info("stopping: finishing requests in flight")
+    await server.drain()
+    if server.exit_code == EXIT_RESTART:
+        log.warning("exiting with code %d so that the runtime is restarted", EXIT_RESTART)
+    else:
+        log.info("stopped")
+    return server.exit_code
+
+
+def main(environ: dict[str, str] | None = None) -> int:
+    env = dict(os.environ if environ is None else environ)
+    try:
+        config = Config.from_env(env)
+    except ConfigError as exc:
+        configure_logging(level="INFO", fmt=env.get("ASYA_LOG_FORMAT", "json").lower())
+        log.error("invalid configuration: %s", exc)
+        return EXIT_BAD_CONFIG
+    configure_logging(level=config.log_level, fmt=config.log_format)
+    # A ready file left by a runtime that was killed must not announce this one early.
+    _remove_quietly(config.ready_path)
+    try:
+        handler = load_handler(config.handler)
+    except HandlerLoadError as exc:
+        log.error("cannot load handler: %s", exc, extra={"handler": config.handler})
+        return EXIT_BAD_HANDLER
+    code = asyncio.run(serve(config, handler))
+    if code == EXIT_RESTART:
+        # A stuck handler thread would block the interpreter's exit for as long as it runs.
+        logging.shutdown()
+        os._exit(EXIT_RESTART)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Already drained: a repeated signal during interpreter exit must not turn 0 into -15.
+        signal.signal(signum, signal.SIG_IGN)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+raise RuntimeError("model weights missing at /models/weights.bin")

@@ -1,0 +1,26 @@
+"""Handlers that raise, with a small exception hierarchy to check the reported MRO."""
+
+
+class ProviderError(Exception):
+    pass
+
+
+class QuotaError(ProviderError):
+    pass
+
+
+def quota(payload):
+    raise QuotaError("quota exceeded for model {}".format(payload.get("model")))
+
+
+async def async_value_error(payload):
+    raise ValueError("bad value {!r}".format(payload.get("value")))
+
+
+def gen_fails_after_yield(payload):
+    yield {"partial": True}
+    raise RuntimeError("broke halfway")
+
+
+def exits(payload):
+    raise SystemExit(3)

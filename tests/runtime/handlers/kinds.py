@@ -1,0 +1,54 @@
+"""One echo handler per kind the runtime must accept."""
+
+import asyncio
+
+
+def echo(payload):
+    return payload
+
+
+async def async_echo(payload):
+    await asyncio.sleep(0)
+    return payload
+
+
+def gen_echo(payload):
+    yield payload
+
+
+async def async_gen_echo(payload):
+    yield payload
+
+
+class Model:
+    """Counts how often it is built: the runtime must build it exactly once."""
+
+    instances = 0
+
+    def __init__(self):
+        Model.instances += 1
+        self.calls = 0
+
+    def predict(self, payload):
+        self.calls += 1
+        return {"instances": Model.instances, "calls": self.calls, "echo": payload}
+
+    async def apredict(self, payload):
+        self.calls += 1
+        return {"instances": Model.instances, "calls": self.calls}
+
+    def stream(self, payload):
+        self.calls += 1
+        yield {"instances": Model.instances, "calls": self.calls}
+
+    async def astream(self, payload):
+        self.calls += 1
+        yield {"instances": Model.instances, "calls": self.calls}
+
+
+class AsyncCallable:
+    async def __call__(self, payload):
+        return {"called": True, "echo": payload}
+
+
+instance = AsyncCallable()

@@ -1,0 +1,75 @@
+"""The per-call timeout the sidecar sends in X-Asya-Timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from .conftest import RuntimeFactory, async_client_for, envelope
+
+
+def call(runtime: Any, payload: Any, timeout: str | None) -> Any:
+    headers = {} if timeout is None else {"x-asya-timeout": timeout}
+    return runtime.client.post("/invoke", json=envelope(payload), headers=headers)
+
+
+def test_async_handler_over_its_timeout_is_cancelled_and_the_runtime_carries_on(
+    start_runtime: RuntimeFactory,
+) -> None:
+    runtime = start_runtime("timing.async_sleep")
+
+    slow = call(runtime, {"sleep_s": 30}, "0.2")
+    fast = call(runtime, {"sleep_s": 0}, "5")
+
+    assert slow.status_code == 500
+    details = slow.json()["details"]
+    assert details["type"] == "ActorTimeout"
+    assert details["mro"][:2] == ["ActorTimeout", "TimeoutError"]
+    assert "0.2s" in details["message"]
+    assert fast.status_code == 200
+    assert runtime.proc.poll() is None
+
+
+def test_sync_handler_over_its_timeout_is_answered_then_the_runtime_restarts(
+    start_runtime: RuntimeFactory,
+) -> None:
+    runtime = start_runtime("timing.sync_sleep", concurrency=2)
+
+    async def both() -> list[Any]:
+        async with async_client_for(runtime.socket_path, connections=2) as client:
+            stuck = client.post(
+                "/invoke", json=envelope({"sleep_s": 60}), headers={"x-asya-timeout": "0.3"}
+            )
+            other = client.post(
+                "/invoke", json=envelope({"sleep_s": 1.0}), headers={"x-asya-timeout": "30"}
+            )
+            return list(await asyncio.gather(stuck, other))
+
+    stuck, other = asyncio.run(both())
+    code, stderr = runtime.wait_exit(timeout=30)
+
+    assert stuck.status_code == 500
+    assert stuck.json()["details"]["type"] == "ActorTimeout"
+    assert other.status_code == 200  # the other call in flight was finished first
+    assert code == 75
+    assert "kept running past its timeout" in stderr
+    assert not runtime.socket_path.exists()
+    assert not runtime.ready_path.exists()
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "0", "nan"])
+def test_a_bad_timeout_header_is_refused(start_runtime: RuntimeFactory, value: str) -> None:
+    runtime = start_runtime("kinds.echo")
+
+    response = call(runtime, {}, value)
+
+    assert response.status_code == 400
+    assert "x-asya-timeout" in response.json()["details"]["message"]
+
+
+def test_without_the_header_there_is_no_limit(start_runtime: RuntimeFactory) -> None:
+    runtime = start_runtime("timing.sync_sleep")
+
+    assert call(runtime, {"sleep_s": 0.3}, None).status_code == 200

@@ -1,0 +1,1 @@
+"""The Asya sidecar: pulls envelopes from a queue, calls the runtime, routes results."""

@@ -1,0 +1,5 @@
+import sys
+
+from asya_sidecar.main import main
+
+sys.exit(main())

@@ -1,0 +1,393 @@
+"""The consume loop: queue -> runtime -> next queues, at most `concurrency` envelopes at once.
+
+This is the I/O shell around routing.py. For each delivery it parses the envelope once, calls
+the runtime, asks routing for a decision, sends every output and acks the input only after
+all of them are confirmed, so a crash anywhere can duplicate an envelope but never lose one.
+
+When the runtime stops answering, the delivery in hand is requeued, consumption pauses (and
+/healthz turns 503) until the runtime is back. On stop, no new deliveries are taken, work in
+flight gets `shutdown_timeout` seconds to finish, and whatever is still running is requeued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from asya_shared import names
+from asya_sidecar import envelope, routing
+from asya_sidecar.config import SidecarConfig
+from asya_sidecar.envelope import Invalid, Reason
+from asya_sidecar.events import EventForwarder
+from asya_sidecar.logs import envelope_context
+from asya_sidecar.metrics import SidecarMetrics
+from asya_sidecar.runtime_client import (
+    Frames,
+    RuntimeClient,
+    RuntimeTimeout,
+    RuntimeUnavailable,
+)
+from asya_sidecar.tracing import continue_trace
+from asya_sidecar.transports import (
+    Delivery,
+    MessageTooLarge,
+    QueueNotFound,
+    Receiver,
+    Transport,
+    TransportError,
+)
+from asya_sidecar.waiting import first_of
+
+log = logging.getLogger("asya.sidecar")
+
+# An envelope delivered this many times while the runtime kept dying under it is poison
+# (it crashes the handler, for instance by exhausting memory): fail it instead of looping.
+CRASH_DELIVERY_LIMIT = 3
+RUNTIME_POLL_S = 0.5
+# Pause before re-opening a subscription that failed, so a broken queue does not spin.
+RESUBSCRIBE_DELAY_S = 2.0
+
+Clock = Callable[[], datetime.datetime]
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        config: SidecarConfig,
+        transport: Transport,
+        runtime: RuntimeClient,
+        metrics: SidecarMetrics,
+        events: EventForwarder,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self.runtime = runtime
+        self.metrics = metrics
+        self.events = events
+        self.clock = clock
+        self.runtime_up = asyncio.Event()
+        self._runtime_down = asyncio.Event()
+        self._stopping = False
+        self._problem = "starting"
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ health
+
+    def health(self) -> tuple[bool, str]:
+        if self._stopping:
+            return False, "stopping"
+        if not self.runtime_up.is_set():
+            return False, "runtime unavailable"
+        return (True, "ok") if not self._problem else (False, self._problem)
+
+    def runtime_ready(self) -> None:
+        self.runtime_up.set()
+        self._runtime_down.clear()
+        self.metrics.runtime_up.set(1)
+
+    def _runtime_lost(self, reason: str) -> None:
+        if self.runtime_up.is_set():
+            log.warning("runtime unavailable, pausing consumption: %s", reason)
+        self.runtime_up.clear()
+        self._runtime_down.set()
+        self.metrics.runtime_up.set(0)
+
+    # --------------------------------------------------------------- the loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then drain; returns once every delivery is settled."""
+        watcher = asyncio.create_task(self._watch_runtime(stop))
+        try:
+            while not stop.is_set():
+                if not await first_of(self.runtime_up, stop):
+                    break
+                await self._consume(stop)
+        finally:
+            self._stopping = True
+            watcher.cancel()
+            await self._drain()
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        receiver = self.transport.receive(self.config.queue, prefetch=self.config.concurrency)
+        stop_wait = asyncio.create_task(stop.wait())
+        down_wait = asyncio.create_task(self._runtime_down.wait())
+        pending: asyncio.Task[Delivery] | None = None
+        self._problem = ""
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.create_task(_next(receiver))
+                done, _ = await asyncio.wait(
+                    {pending, stop_wait, down_wait}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if pending not in done:
+                    break
+                try:
+                    delivery = pending.result()
+                except TransportError as exc:
+                    await self._subscription_failed(exc, stop)
+                    break
+                finally:
+                    pending = None
+                task = asyncio.create_task(self._handle(delivery))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            for waiter in (pending, stop_wait, down_wait):
+                if waiter is not None:
+                    waiter.cancel()
+            await receiver.aclose()
+
+    async def _subscription_failed(self, exc: TransportError, stop: asyncio.Event) -> None:
+        if isinstance(exc, QueueNotFound) and self.config.queue_autocreate:
+            await self.transport.ensure_queue(self.config.queue)
+            return
+        self._problem = f"cannot receive from {self.config.queue}: {exc}"
+        log.error("%s; retrying in %.0fs", self._problem, RESUBSCRIBE_DELAY_S)
+        await first_of(stop, timeout=RESUBSCRIBE_DELAY_S)
+
+    async def _watch_runtime(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self.runtime_up.is_set():
+                await first_of(self._runtime_down, stop)
+                continue
+            if await self.runtime.healthy():
+                log.info("runtime is answering again; resuming")
+                self.runtime_ready()
+            else:
+                await first_of(stop, timeout=RUNTIME_POLL_S)
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        log.info("draining %d envelope(s) in flight", len(self._tasks))
+        _, unfinished = await asyncio.wait(self._tasks, timeout=self.config.shutdown_timeout)
+        for task in unfinished:
+            task.cancel()  # _handle requeues the delivery on cancellation
+        if unfinished:
+            log.warning("requeued %d envelope(s) still running at shutdown", len(unfinished))
+            await asyncio.gather(*unfinished, return_exceptions=True)
+
+    # ----------------------------------------------------------- one delivery
+
+    async def _handle(self, delivery: Delivery) -> None:
+        started = time.perf_counter()
+        self.metrics.received.inc()
+        self.metrics.in_flight.inc()
+        heartbeat = self._keep_leased(delivery)
+        try:
+            decision = await self._decide(delivery)
+            if decision is None:
+                await _quietly(delivery.nack())
+                self.metrics.processed("requeued")
+                return
+            try:
+                await self._carry_out(decision)
+            except MessageTooLarge as exc:
+                # The broker's own encoding made a result too large (SQS base64s bodies that
+                # are not plain text): treat it as the oversize result it is.
+                decision = self._oversize(delivery.body, exc)
+                await self._carry_out(decision)
+            await delivery.ack()
+            self.metrics.processed(decision.outcome)
+            if decision.reason is not None:
+                self.metrics.failed(decision.reason)
+        except TransportError as exc:
+            log.warning("could not send results, requeueing the input: %s", exc)
+            await _quietly(delivery.nack())
+            self.metrics.processed("requeued")
+        except asyncio.CancelledError:
+            await _quietly(delivery.nack())
+            self.metrics.processed("requeued")
+            raise
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+            self.metrics.in_flight.dec()
+            self.metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    async def _decide(self, delivery: Delivery) -> routing.Decision | None:
+        """The decision for one delivery, or None when it must be requeued untouched."""
+        body = delivery.body
+        parsed = envelope.parse(body, actor=self.config.actor)
+        if isinstance(parsed, Invalid):
+            raw_headers = (parsed.fields or {}).get("headers")
+            ctx = self._context(raw_headers if isinstance(raw_headers, dict) else {})
+            log.warning(
+                "unusable input sent to %s (%s): %s",
+                names.SUMP,
+                parsed.reason,
+                parsed.message,
+                extra={"reason": str(parsed.reason)},
+            )
+            return routing.reject(body, parsed, ctx)
+        ctx = self._context(parsed.headers)
+        with envelope_context(envelope_id=parsed.id, trace_id=ctx.trace.trace_id):
+            if routing.past_deadline(parsed, ctx):
+                log.info(
+                    "deadline passed before the call; failing with Timeout",
+                    extra={"reason": str(Reason.TIMEOUT)},
+                )
+                return routing.expired(parsed, ctx)
+            called = time.perf_counter()
+            try:
+                result = await self.runtime.invoke(body, timeout=self.config.actor_timeout)
+            except RuntimeUnavailable as exc:
+                return self._runtime_failed(parsed, exc, delivery, body=body, ctx=ctx)
+            except RuntimeTimeout as exc:
+                log.warning("%s", exc)
+                details = {
+                    "type": routing.ACTOR_TIMEOUT,
+                    "mro": [routing.ACTOR_TIMEOUT, "TimeoutError", "OSError", "Exception"],
+                    "message": str(exc),
+                    "traceback": None,
+                }
+                return routing.handler_failed(
+                    parsed, details, body=body, reason=Reason.TIMEOUT, ctx=ctx
+                )
+            finally:
+                self.metrics.runtime_seconds.observe(time.perf_counter() - called)
+            if isinstance(result, Frames) and result.fly:
+                self.events.forward(result.fly, envelope_id=parsed.id)
+            decision = routing.decide(parsed, result, body=body, ctx=ctx)
+            if decision.reason is not None:
+                log.info(
+                    "envelope %s: %s",
+                    decision.outcome,
+                    decision.reason,
+                    extra={"reason": str(decision.reason)},
+                )
+            return decision
+
+    def _runtime_failed(
+        self,
+        parsed: envelope.Envelope,
+        exc: RuntimeUnavailable,
+        delivery: Delivery,
+        *,
+        body: bytes,
+        ctx: routing.Context,
+    ) -> routing.Decision | None:
+        self._runtime_lost(str(exc))
+        count = delivery.delivery_count
+        if exc.during_call and count is not None and count >= CRASH_DELIVERY_LIMIT:
+            log.error("the runtime died under this envelope %d times; failing it", count)
+            details = {
+                "type": "RuntimeCrashed",
+                "mro": ["RuntimeCrashed"],
+                "message": f"the runtime stopped answering during this envelope {count} times "
+                f"(last: {exc}); it may crash the handler (out of memory?)",
+                "traceback": None,
+            }
+            return routing.handler_failed(
+                parsed, details, body=body, reason=Reason.RUNTIME_CRASHED, ctx=ctx
+            )
+        return None
+
+    def _oversize(self, body: bytes, exc: MessageTooLarge) -> routing.Decision:
+        log.warning(
+            "a result is too large for the broker (%s); sending the input to %s",
+            exc,
+            names.SUMP,
+            extra={"reason": str(Reason.OVERSIZE_RESULT)},
+        )
+        parsed = envelope.parse(body, actor=self.config.actor)
+        fields = parsed.fields if isinstance(parsed, Invalid) else dict(parsed.fields)
+        invalid = Invalid(Reason.OVERSIZE_RESULT, str(exc), fields)
+        return routing.reject(body, invalid, self._context({}))
+
+    def _context(self, headers: Mapping[str, Any]) -> routing.Context:
+        return routing.Context(
+            actor=self.config.actor,
+            now=self.clock(),
+            trace=continue_trace(
+                headers.get("traceparent"),
+                new_trace_id=secrets.token_hex(16),
+                new_span_id=secrets.token_hex(8),
+            ),
+            new_id=str(uuid.uuid4()),
+            max_message_bytes=self.transport.max_message_bytes,
+            crew_retry_delay=self.config.crew_retry_delay,
+            resiliency=self.config.resiliency,
+            rand=random.random(),
+        )
+
+    async def _carry_out(self, decision: routing.Decision) -> None:
+        """Send every output; raises TransportError if any could not be sent anywhere."""
+        if len(decision.outputs) == 1:
+            await self._send(decision.outputs[0])
+        elif decision.outputs:
+            results = await asyncio.gather(
+                *(self._send(output) for output in decision.outputs), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+    async def _send(self, output: routing.Output) -> None:
+        try:
+            queue = self.config.queue_of(output.actor)
+            await self.transport.send(queue, output.body, delay=output.delay)
+        except (QueueNotFound, names.InvalidName) as exc:
+            if output.actor in names.CREW:
+                raise  # without x-sink or x-sump there is nowhere safe to put it: requeue
+            await self._send_unroutable(output, str(exc))
+            return
+        self.metrics.sent(output.actor)
+
+    async def _send_unroutable(self, output: routing.Output, detail: str) -> None:
+        log.warning(
+            "no queue for actor %r; sending to %s",
+            output.actor,
+            names.SUMP,
+            extra={"destination": output.actor},
+        )
+        ctx = self._context({})
+        sump = routing.unroutable(
+            json.loads(output.body), destination=output.actor, detail=detail, ctx=ctx
+        )
+        await self.transport.send(self.config.sump_queue, sump.body)
+        self.metrics.sent(names.SUMP)
+        self.metrics.failed(Reason.UNKNOWN_ACTOR)
+
+    def _keep_leased(self, delivery: Delivery) -> asyncio.Task[None] | None:
+        lease = self.transport.lease_seconds
+        if lease is None:
+            return None
+        return asyncio.create_task(_extend_periodically(delivery, lease))
+
+
+async def _extend_periodically(delivery: Delivery, lease: float) -> None:
+    # Renew at a third of the lease so that one slow renewal still leaves a margin.
+    while True:
+        await asyncio.sleep(lease / 3)
+        try:
+            await delivery.extend(lease)
+        except TransportError as exc:
+            log.warning("could not extend the lease of a delivery in progress: %s", exc)
+
+
+async def _next(receiver: Receiver) -> Delivery:
+    return await receiver.__anext__()
+
+
+async def _quietly(settle: Any) -> None:
+    try:
+        await settle
+    except TransportError as exc:
+        # The broker is gone; it will hand the message out again on its own.
+        log.warning("could not settle a delivery: %s", exc)

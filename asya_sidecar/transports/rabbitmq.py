@@ -1,0 +1,736 @@
+"""The Transport protocol on RabbitMQ (AMQP 0-9-1, through aio-pika).
+
+This module is the only place that knows AMQP: queues, channels, publisher confirms and
+redeliveries. It translates every aio-pika, aiormq and pamqp exception into the errors of
+base.py, so none of them reaches the rest of the sidecar. It does not retry operations that
+fail: it raises `TransportUnavailable` and lets the consume loop decide what to do.
+
+Queues and messages. Actor queues are durable, of the type `queue_type` (`quorum` by
+default, or `classic`), declared with `x-queue-type`. Messages are persistent. `send` goes
+to the default exchange with `mandatory=True` on a channel with publisher confirms, so it
+returns only once the broker has stored the message, and a message that no queue takes
+comes back to us as QueueNotFound rather than being dropped without a word.
+
+Delivery count. Quorum queues put `x-delivery-count` on every delivery after the first, so
+`delivery_count` is that value + 1, or 1 without it. Classic queues only say whether a
+message was delivered before: 1 when it was not, None (unknown) when it was.
+
+Delays. RabbitMQ has no per-message delay without a plugin. Per-message TTLs in one shared
+delay queue do not work either: the broker only expires messages at the head of a queue, so
+a short delay would wait behind a long one. Instead every (target queue, delay) pair gets
+its own classic delay queue, `<target>.delay-<ms>ms`, whose queue-level `x-message-ttl` is
+the delay; expired messages are dead-lettered through the default exchange to the target.
+Every message in such a queue has the same TTL, so they expire in order. To keep the
+number of delay queues small, delays are rounded to two significant digits (2.0 s, 1.2 s,
+45 s, 3,600 s ...), so a message may become visible up to 5% earlier or later than asked.
+A delay queue deletes itself (`x-expires`) one minute after it was last declared; we
+declare it before every delayed send, which renews that lease for longer than any message
+in it waits. We check that the target exists before a delayed send, because a message
+dead-lettered to a missing queue is dropped. The target can still be deleted while a
+message waits; that message is then lost along with the queue it was meant for.
+
+Reconnects. We supervise connections ourselves instead of using aio-pika's robust
+connection, which re-declares queues with their original arguments (recreating a queue an
+operator deleted), retries at a fixed interval without jitter, and makes a send wait for
+the reconnect instead of failing. Here a receiver that loses its channel or connection
+reconnects with capped exponential backoff and full jitter (a pause drawn uniformly from
+[0, min(reconnect_max, reconnect_initial * 2**n)) before the n-th retry), checks that its
+queue still exists without declaring it, and consumes again. Deliveries handed out before
+the loss are stale: the broker hands those messages out again, and settling a stale
+delivery does nothing. A `send` while the broker is down tries one reconnect, bounded by
+CONNECT_TIMEOUT_S, and raises TransportUnavailable if that fails.
+
+Publishing (with the admin calls: declare, delete, depth) and consuming use two separate
+connections, because RabbitMQ blocks a connection that publishes during a resource alarm,
+and a consumer on it could then no longer ack the messages that would end the alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import aio_pika
+import aio_pika.abc
+import pamqp.exceptions
+from aiormq.exceptions import (
+    AMQPConnectionError,
+    AMQPError,
+    ChannelAccessRefused,
+    ChannelClosed,
+    ChannelLockedResource,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    DeliveryError,
+    PublishError,
+)
+
+from asya_sidecar.transports.base import (
+    Delivery,
+    MessageTooLarge,
+    QueueNotFound,
+    Receiver,
+    TransportError,
+    TransportUnavailable,
+    Unsupported,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+QUEUE_TYPES: Final = ("quorum", "classic")
+DEFAULT_URL: Final = "amqp://guest:guest@127.0.0.1:5672/"
+# How long a send (or a receiver's attempt) waits for a new connection before giving up.
+CONNECT_TIMEOUT_S: Final = 5.0
+# Bound on one exchange with the broker (open a channel, declare, a publisher confirm...):
+# generous, since a quorum queue confirms only after a majority of nodes wrote to disk.
+OPERATION_TIMEOUT_S: Final = 30.0
+# An idle delay queue disappears this long after its last declaration.
+DELAY_QUEUE_GRACE_MS: Final = 60_000
+# RabbitMQ keeps TTL and expiry timers in unsigned 32-bit milliseconds (about 49.7 days).
+MAX_TIMER_MS: Final = 2**32 - 1
+# AMQP queue names (and routing keys) are short strings: at most 255 bytes.
+MAX_NAME_BYTES: Final = 255
+
+# Everything the AMQP stack raises: aiormq's errors (aio-pika re-exports them), pamqp's
+# framing errors, socket errors and timeouts (OSError), and the RuntimeErrors aio-pika uses
+# for a channel or connection in the wrong state (ChannelInvalidStateError among them).
+_SDK_ERRORS: Final = (AMQPError, pamqp.exceptions.PAMQPException, OSError, RuntimeError)
+
+
+def delay_bucket_ms(delay: float) -> int:
+    """`delay` seconds in milliseconds, rounded to two significant digits (at least 1)."""
+    if not math.isfinite(delay):
+        raise Unsupported(f"a delay must be a finite number of seconds, got {delay}")
+    ms = delay * 1000.0
+    if ms < 1.0:
+        return 1
+    step = int(10 ** max(0, math.floor(math.log10(ms)) - 1))
+    return max(1, math.floor(ms / step + 0.5) * step)
+
+
+def delay_queue_name(target: str, bucket_ms: int) -> str:
+    return f"{target}.delay-{bucket_ms}ms"
+
+
+def delay_queue_arguments(target: str, bucket_ms: int) -> dict[str, Any]:
+    """Arguments of the classic queue that holds messages for `target` for `bucket_ms`."""
+    if bucket_ms + DELAY_QUEUE_GRACE_MS > MAX_TIMER_MS:
+        longest = (MAX_TIMER_MS - DELAY_QUEUE_GRACE_MS) / 1000.0
+        raise Unsupported(
+            f"a delay of {bucket_ms / 1000.0:g} s is longer than RabbitMQ can hold a message "
+            f"(at most {longest:g} s, about 49 days)"
+        )
+    return {
+        "x-queue-type": "classic",
+        "x-message-ttl": bucket_ms,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": target,
+        "x-expires": bucket_ms + DELAY_QUEUE_GRACE_MS,
+    }
+
+
+def delivery_count(headers: Mapping[str, Any] | None, *, redelivered: bool) -> int | None:
+    """Deliveries of a message so far, counting this one; None when the broker does not say.
+
+    Quorum queues count in `x-delivery-count` (absent on the first delivery); classic queues
+    only flag a redelivery, without saying how many there were.
+    """
+    count = (headers or {}).get("x-delivery-count")
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count + 1
+    return None if redelivered else 1
+
+
+def backoff_delay(attempt: int, *, initial: float, cap: float, rand: float) -> float:
+    """Pause before retry number `attempt` (0-based): capped exponential, full jitter.
+
+    `rand` is a number drawn uniformly from [0, 1).
+    """
+    return rand * min(cap, initial * 2.0 ** min(attempt, 62))
+
+
+def check_queue_name(queue: str) -> None:
+    size = len(queue.encode())
+    if not 0 < size <= MAX_NAME_BYTES:
+        raise TransportError(
+            f"queue name {queue!r} has {size} bytes; RabbitMQ needs 1 to {MAX_NAME_BYTES}"
+        )
+
+
+def queue_type_from_env(environ: Mapping[str, str]) -> str:
+    value = environ.get("ASYA_RABBITMQ_QUEUE_TYPE") or "quorum"
+    if value not in QUEUE_TYPES:
+        raise ValueError(
+            f"ASYA_RABBITMQ_QUEUE_TYPE={value!r} is not a queue type Asya supports; "
+            f"use 'quorum' (the default) or 'classic'"
+        )
+    return value
+
+
+def translate(exc: BaseException, *, queue: str, doing: str) -> TransportError:
+    """The base.py error for an exception of the AMQP stack raised while `doing` `queue`."""
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, PublishError):
+        return QueueNotFound(queue, f"the broker returned the message as unroutable ({detail})")
+    if isinstance(exc, DeliveryError):
+        return TransportUnavailable(
+            f"the broker refused to store a message for queue {queue!r} ({detail}); "
+            f"it was not stored, try again later"
+        )
+    if isinstance(exc, ChannelNotFoundEntity):
+        return QueueNotFound(queue, f"cannot {doing} it ({detail})")
+    if isinstance(exc, ChannelPreconditionFailed | ChannelAccessRefused | ChannelLockedResource):
+        return TransportError(f"cannot {doing} queue {queue!r}: {detail}")
+    if isinstance(exc, TimeoutError):
+        return TransportUnavailable(
+            f"RabbitMQ did not answer in time while trying to {doing} queue {queue!r}"
+        )
+    if isinstance(exc, AMQPConnectionError | ChannelClosed | OSError | RuntimeError):
+        return TransportUnavailable(
+            f"lost the connection to RabbitMQ while trying to {doing} queue {queue!r} "
+            f"({detail}); try again later"
+        )
+    return TransportError(f"cannot {doing} queue {queue!r}: {detail}")
+
+
+def _cancelled_by_caller() -> bool:
+    # aiormq cancels the futures of a channel that closes under us; awaiting one raises a
+    # CancelledError although nobody cancelled our task, and letting it escape would make
+    # the caller believe it was cancelled itself.
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+@contextlib.contextmanager
+def _edge(queue: str, doing: str) -> Iterator[None]:
+    """Translate what the AMQP stack raises inside the block into a base.py error."""
+    try:
+        yield
+    except asyncio.CancelledError as exc:
+        if _cancelled_by_caller():
+            raise
+        raise TransportUnavailable(
+            f"the channel closed while trying to {doing} queue {queue!r}; try again later"
+        ) from exc
+    except _SDK_ERRORS as exc:
+        raise translate(exc, queue=queue, doing=doing) from exc
+
+
+def _where(url: str) -> str:
+    """Host and port of an AMQP URL, for messages: never the credentials."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 5672}"
+
+
+def _connection_name(url: str, role: str) -> str:
+    # Shown by `rabbitmqctl list_connections client_properties` and the management UI; a
+    # `name` in the URL (`...?name=orders-sidecar`) replaces the "asya" prefix.
+    names = parse_qs(urlsplit(url).query).get("name")
+    return f"{names[0] if names else 'asya'} {role}"
+
+
+def _is_open(connection: aio_pika.abc.AbstractConnection) -> bool:
+    return not connection.is_closed and connection.connected.is_set()
+
+
+async def _open_channel(
+    connection: aio_pika.abc.AbstractConnection, *, confirms: bool
+) -> aio_pika.abc.AbstractChannel:
+    # on_return_raises makes a mandatory message that no queue takes fail its publish with
+    # PublishError, instead of counting as confirmed.
+    channel = connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
+    async with asyncio.timeout(OPERATION_TIMEOUT_S):
+        await channel.initialize()
+    return channel
+
+
+async def _close_quietly(
+    closable: aio_pika.abc.AbstractChannel | aio_pika.abc.AbstractConnection,
+) -> None:
+    # Closing is cleanup: if the broker is gone the channel or connection is gone too, and
+    # the broker returns its unsettled messages to their queues either way.
+    with contextlib.suppress(*_SDK_ERRORS):
+        async with asyncio.timeout(OPERATION_TIMEOUT_S):
+            await closable.close()
+
+
+def _retrieve_result(task: asyncio.Task[Any]) -> None:
+    # A connection attempt whose waiters all went away must not log "exception never
+    # retrieved": its failure was already reported to whoever waited.
+    if not task.cancelled():
+        task.exception()
+
+
+class _Link:
+    """One AMQP connection, opened again on demand after it was lost.
+
+    Concurrent callers share one connection attempt, so a hundred sends during an outage
+    make one attempt and fail together, not one after another.
+    """
+
+    def __init__(self, url: str, *, role: str) -> None:
+        self._url = url
+        self._name = _connection_name(url, role)
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._attempt: asyncio.Task[aio_pika.abc.AbstractConnection] | None = None
+        self._closed = False
+
+    async def connection(self) -> aio_pika.abc.AbstractConnection:
+        if self._closed:
+            raise TransportError("the RabbitMQ transport is closed")
+        current = self._connection
+        if current is not None and _is_open(current):
+            return current
+        if self._attempt is None or self._attempt.done():
+            self._attempt = asyncio.create_task(self._connect(), name=f"connect {self._name}")
+            self._attempt.add_done_callback(_retrieve_result)
+        # Shielded: one caller giving up must not abort the attempt others wait for.
+        return await asyncio.shield(self._attempt)
+
+    async def _connect(self) -> aio_pika.abc.AbstractConnection:
+        stale, self._connection = self._connection, None
+        if stale is not None:
+            await _close_quietly(stale)
+        try:
+            connection = await aio_pika.connect(
+                self._url,
+                timeout=CONNECT_TIMEOUT_S,
+                client_properties={"connection_name": self._name},
+            )
+        except _SDK_ERRORS as exc:
+            raise TransportUnavailable(
+                f"cannot connect to RabbitMQ at {_where(self._url)}: "
+                f"{str(exc) or type(exc).__name__}"
+            ) from exc
+        if self._closed:
+            await _close_quietly(connection)
+            raise TransportError("the RabbitMQ transport is closed")
+        self._connection = connection
+        return connection
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._attempt is not None and not self._attempt.done():
+            # Let it finish (bounded by CONNECT_TIMEOUT_S): it sees `_closed` and closes what
+            # it opened, instead of leaving a connection behind.
+            await asyncio.wait([self._attempt])
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await _close_quietly(connection)
+
+
+class _Subscription:
+    """One consumer on one channel. A reconnect makes a new one; the deliveries of an old
+    one are stale. The channel stays open until its handed-out deliveries are settled."""
+
+    def __init__(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        self.channel = channel
+        self.lost = asyncio.Event()
+        self.held = 0  # handed out by __anext__ and not settled yet
+        self._queue: aio_pika.abc.AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._retired = False
+        channel.close_callbacks.add(self._on_closed)
+        if channel.is_closed:  # closed before the callback was in place
+            self.lost.set()
+
+    @property
+    def is_open(self) -> bool:
+        return not self.channel.is_closed
+
+    async def start(
+        self,
+        queue: aio_pika.abc.AbstractQueue,
+        on_message: Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]],
+    ) -> None:
+        underlay = await self.channel.get_underlay_channel()
+        # The broker cancels a consumer whose queue was deleted, without closing the channel.
+        underlay.on_consumer_cancel_callbacks.add(self._on_cancelled)
+        self._queue = queue
+        self._consumer_tag = await queue.consume(on_message)
+
+    async def stop_consuming(self) -> None:
+        queue, tag, self._consumer_tag = self._queue, self._consumer_tag, None
+        if queue is None or tag is None or not self.is_open:
+            return
+        # If this fails the channel is failing too, and a closed channel has no consumer.
+        with contextlib.suppress(*_SDK_ERRORS):
+            async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                await queue.cancel(tag)
+
+    async def settled(self) -> None:
+        self.held -= 1
+        if self._retired and self.held == 0:
+            await _close_quietly(self.channel)
+
+    async def retire(self) -> None:
+        self._retired = True
+        if self.held == 0 and self.is_open:
+            await _close_quietly(self.channel)
+
+    def _on_closed(self, _sender: object, _exc: BaseException | None) -> None:
+        self.lost.set()
+
+    def _on_cancelled(self, _frame: object) -> None:
+        self.lost.set()
+
+
+class RabbitMQDelivery:
+    """A message received from RabbitMQ (implements base.Delivery)."""
+
+    def __init__(
+        self, message: aio_pika.abc.AbstractIncomingMessage, subscription: _Subscription
+    ) -> None:
+        self._message = message
+        self._subscription = subscription
+        self._count = delivery_count(message.headers, redelivered=bool(message.redelivered))
+        self._settled = False
+
+    @property
+    def body(self) -> bytes:
+        return self._message.body
+
+    @property
+    def delivery_count(self) -> int | None:
+        return self._count
+
+    @property
+    def is_stale(self) -> bool:
+        """Its channel is gone, so the broker has already put the message back."""
+        return not self._subscription.is_open
+
+    async def ack(self) -> None:
+        await self._settle(ack=True)
+
+    async def nack(self) -> None:
+        await self._settle(ack=False)
+
+    async def extend(self, seconds: float) -> None:
+        """No leases in RabbitMQ: a delivery is held for as long as its channel lives."""
+
+    def handed_out(self) -> None:
+        self._subscription.held += 1
+
+    async def give_back(self) -> None:
+        """Requeue a delivery that was fetched but never handed out."""
+        self._settled = True
+        await self._send_settlement(ack=False)
+
+    async def _settle(self, *, ack: bool) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        try:
+            await self._send_settlement(ack=ack)
+        finally:
+            await self._subscription.settled()
+
+    async def _send_settlement(self, *, ack: bool) -> None:
+        if self.is_stale:
+            return
+        # Failing here means the channel died after the check above: the broker returns
+        # every unsettled message of a dead channel to its queue, which is all a stale
+        # settle may do.
+        with contextlib.suppress(*_SDK_ERRORS):
+            if ack:
+                await self._message.ack()
+            else:
+                await self._message.nack(requeue=True)
+
+
+class RabbitMQReceiver:
+    """A subscription to one queue that survives reconnects (implements base.Receiver).
+
+    A background task owns the consumer; its callback puts messages in an asyncio.Queue, so
+    a cancelled `__anext__` loses nothing. If the queue does not exist, `__anext__` raises
+    QueueNotFound and the next call tries again.
+    """
+
+    def __init__(self, transport: RabbitMQTransport, queue: str, *, prefetch: int) -> None:
+        self.queue = queue
+        self._transport = transport
+        self._prefetch = prefetch
+        # None is the "closed" marker; a TransportError is handed to the next __anext__.
+        self._inbox: asyncio.Queue[RabbitMQDelivery | TransportError | None] = asyncio.Queue()
+        self._subscription: _Subscription | None = None
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._start()
+
+    def __aiter__(self) -> Receiver:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            self._start()
+            item = await self._inbox.get()
+            if item is None:
+                self._inbox.put_nowait(None)  # for the next waiter
+                raise StopAsyncIteration
+            if isinstance(item, TransportError):
+                raise item
+            if item.is_stale:
+                continue
+            item.handed_out()
+            return item
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        await self.abandon()
+        subscription = self._subscription
+        if subscription is not None:
+            await subscription.stop_consuming()
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if isinstance(item, RabbitMQDelivery):
+                await item.give_back()
+        self._inbox.put_nowait(None)
+        if subscription is not None:
+            await subscription.retire()
+
+    async def abandon(self) -> None:
+        """Stop the consumer task only; the transport closes the connection after this."""
+        self._closed = True
+        self._transport._receivers.discard(self)
+        self._inbox.put_nowait(None)
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._supervise(), name=f"consume {self.queue}")
+
+    async def _supervise(self) -> None:
+        initial, cap = self._transport._reconnect_initial, self._transport._reconnect_max
+        failures, pause = 0, False
+        while True:
+            if pause:
+                await asyncio.sleep(
+                    backoff_delay(failures, initial=initial, cap=cap, rand=random.random())
+                )
+                failures += 1
+            pause = True
+            try:
+                subscription = await self._subscribe()
+            except QueueNotFound as exc:
+                self._inbox.put_nowait(exc)
+                return
+            except TransportError as exc:
+                log.warning("cannot consume from %r, will retry: %s", self.queue, exc)
+                continue
+            except Exception as exc:  # a bug, not the broker: surface it, do not loop on it
+                log.exception("consumer of %r failed", self.queue)
+                failure = TransportError(f"consumer of {self.queue!r} failed: {exc!r}")
+                failure.__cause__ = exc
+                self._inbox.put_nowait(failure)
+                return
+            failures = 0
+            await subscription.lost.wait()
+            log.warning("lost the consumer of %r; reconnecting", self.queue)
+            await subscription.retire()
+
+    async def _subscribe(self) -> _Subscription:
+        connection = await self._transport._consume_link.connection()
+        with _edge(self.queue, "consume from"):
+            subscription = _Subscription(await _open_channel(connection, confirms=False))
+            self._subscription = subscription
+            try:
+                async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                    await subscription.channel.set_qos(prefetch_count=self._prefetch)
+                    # Passive: never recreate a queue that was deleted on purpose.
+                    queue = await subscription.channel.get_queue(self.queue, ensure=True)
+
+                    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                        await self._accept(message, subscription)
+
+                    await subscription.start(queue, on_message)
+            except BaseException:
+                await _close_quietly(subscription.channel)
+                raise
+        return subscription
+
+    async def _accept(
+        self, message: aio_pika.abc.AbstractIncomingMessage, subscription: _Subscription
+    ) -> None:
+        delivery = RabbitMQDelivery(message, subscription)
+        if self._closed:  # arrived between aclose and the broker's cancel-ok
+            await delivery.give_back()
+            return
+        self._inbox.put_nowait(delivery)
+
+
+class RabbitMQTransport:
+    """A connection to one RabbitMQ broker (implements base.Transport)."""
+
+    name = "rabbitmq"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        queue_type: str = "quorum",
+        max_message_bytes: int = 128 * 1024 * 1024,
+        lease_seconds: float | None = None,
+        reconnect_initial: float = 0.5,
+        reconnect_max: float = 30.0,
+    ) -> None:
+        if queue_type not in QUEUE_TYPES:
+            raise ValueError(f"queue_type {queue_type!r} is not one of {', '.join(QUEUE_TYPES)}")
+        self.url = url
+        self.queue_type = queue_type
+        # 128 MiB is RabbitMQ's own default `max_message_size`.
+        self.max_message_bytes = max_message_bytes
+        # Accepted so every transport takes the same settings, and ignored: RabbitMQ holds a
+        # delivery for as long as its channel lives.
+        del lease_seconds
+        self.lease_seconds: float | None = None
+        self._reconnect_initial = reconnect_initial
+        self._reconnect_max = reconnect_max
+        self._publish_link = _Link(url, role="publish")
+        self._consume_link = _Link(url, role="consume")
+        self._publisher: aio_pika.abc.AbstractChannel | None = None
+        self._publisher_lock = asyncio.Lock()
+        # Declares, deletes and depth reads share one channel, one at a time: a failing one
+        # (404, 406) closes the channel and would fail the others with the wrong error.
+        self._admin: aio_pika.abc.AbstractChannel | None = None
+        self._admin_lock = asyncio.Lock()
+        self._receivers: set[RabbitMQReceiver] = set()
+        self._closed = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RabbitMQTransport:
+        """Configure from ASYA_RABBITMQ_URL and ASYA_RABBITMQ_QUEUE_TYPE (empty means unset)."""
+        return cls(
+            environ.get("ASYA_RABBITMQ_URL") or DEFAULT_URL,
+            queue_type=queue_type_from_env(environ),
+        )
+
+    async def __aenter__(self) -> RabbitMQTransport:
+        # Connect now, so that a wrong URL or a broker that is down shows at start-up.
+        await self._publish_link.connection()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for receiver in list(self._receivers):
+            await receiver.abandon()
+        # Closing the connections returns every unsettled delivery to its queue.
+        await self._consume_link.close()
+        await self._publish_link.close()
+
+    def receive(self, queue: str, *, prefetch: int) -> Receiver:
+        check_queue_name(queue)
+        if not 0 < prefetch <= 65535:  # basic.qos takes a 16-bit count; 0 means unlimited
+            raise ValueError(f"prefetch must be between 1 and 65535, got {prefetch}")
+        if self._closed:
+            raise TransportError("the RabbitMQ transport is closed")
+        receiver = RabbitMQReceiver(self, queue, prefetch=prefetch)
+        self._receivers.add(receiver)
+        return receiver
+
+    async def send(self, queue: str, body: bytes, *, delay: float = 0.0) -> None:
+        check_queue_name(queue)
+        if len(body) > self.max_message_bytes:
+            raise MessageTooLarge(queue, len(body), self.max_message_bytes)
+        routing_key = queue
+        if delay > 0:
+            routing_key = await self._delay_queue(queue, delay)
+        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        with _edge(routing_key, "send to"):
+            channel = await self._publisher_channel()
+            async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                await channel.default_exchange.publish(
+                    message, routing_key=routing_key, mandatory=True
+                )
+
+    async def ensure_queue(self, queue: str) -> None:
+        check_queue_name(queue)
+        arguments: dict[str, Any] = {"x-queue-type": self.queue_type}
+        with _edge(queue, "declare"):
+            try:
+                await self._on_admin_channel(
+                    lambda channel: channel.declare_queue(queue, durable=True, arguments=arguments)
+                )
+            except ChannelPreconditionFailed as exc:
+                raise TransportError(
+                    f"queue {queue!r} already exists with a different type or arguments than "
+                    f"this transport declares (durable, x-queue-type={self.queue_type!r}); "
+                    f"RabbitMQ cannot change them in place: delete the queue, or migrate its "
+                    f"messages to a new queue ({exc})"
+                ) from exc
+
+    async def delete_queue(self, queue: str) -> None:
+        check_queue_name(queue)
+        # RabbitMQ answers delete-ok for a missing queue, some older versions 404: either way
+        # there is no such queue afterwards, which is what was asked.
+        with _edge(queue, "delete"), contextlib.suppress(ChannelNotFoundEntity):
+            await self._on_admin_channel(lambda channel: channel.queue_delete(queue))
+
+    async def queue_depth(self, queue: str) -> int:
+        check_queue_name(queue)
+        with _edge(queue, "read the depth of"):
+            declared = await self._on_admin_channel(
+                lambda channel: channel.get_queue(queue, ensure=True)
+            )
+        # Ready messages only: those delivered and not yet settled are not counted.
+        return declared.declaration_result.message_count or 0
+
+    async def _delay_queue(self, target: str, delay: float) -> str:
+        bucket_ms = delay_bucket_ms(delay)
+        name = delay_queue_name(target, bucket_ms)
+        arguments = delay_queue_arguments(target, bucket_ms)
+        if len(name.encode()) > MAX_NAME_BYTES:
+            raise Unsupported(
+                f"delay queue name {name!r} would exceed {MAX_NAME_BYTES} bytes; "
+                f"delayed sends need a queue name shorter than {target!r}"
+            )
+        with _edge(target, "send a delayed message to"):
+            await self._on_admin_channel(lambda channel: channel.get_queue(target, ensure=True))
+        with _edge(name, "declare the delay queue"):
+            await self._on_admin_channel(
+                lambda channel: channel.declare_queue(name, durable=True, arguments=arguments)
+            )
+        return name
+
+    async def _publisher_channel(self) -> aio_pika.abc.AbstractChannel:
+        connection = await self._publish_link.connection()
+        async with self._publisher_lock:
+            if self._publisher is None or self._publisher.is_closed:
+                self._publisher = await _open_channel(connection, confirms=True)
+            return self._publisher
+
+    async def _on_admin_channel(
+        self, call: Callable[[aio_pika.abc.AbstractChannel], Awaitable[T]]
+    ) -> T:
+        """Run `call` on the admin channel; the caller translates what it raises."""
+        connection = await self._publish_link.connection()
+        async with self._admin_lock:
+            if self._admin is None or self._admin.is_closed:
+                self._admin = await _open_channel(connection, confirms=False)
+            async with asyncio.timeout(OPERATION_TIMEOUT_S):
+                return await call(self._admin)

@@ -1,0 +1,210 @@
+"""Real pipelines for integration tests: every actor a runtime and a sidecar process.
+
+`start_pipeline` (a fixture, registered in tests/conftest.py) starts a LocalPipeline (what
+`asya dev` runs) on the transport named by the `transport_kind` fixture, in a fresh namespace,
+and stops it after the test. The returned RunningPipeline sends envelopes and reads what
+x-sink and x-sump stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asya_cli.local_pipeline import LocalPipeline
+from asya_cli.manifests import ActorManifest
+from asya_crew import record
+from asya_sidecar.transports import Transport
+
+HANDLERS = Path(__file__).parent.parent / "sidecar" / "handlers"
+READY_TIMEOUT_S = 60.0
+RESULT_TIMEOUT_S = 60.0
+
+
+async def eventually(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Wait until `condition()` holds, polling; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def actor(
+    name: str,
+    handler: str,
+    *,
+    concurrency: int = 1,
+    env: dict[str, str] | None = None,
+    timeout: str | None = None,
+    resiliency: dict[str, Any] | None = None,
+) -> ActorManifest:
+    if timeout is not None:
+        resiliency = {**(resiliency or {}), "actorTimeout": timeout}
+    return ActorManifest(
+        name=name,
+        handler=handler,
+        source="test",
+        concurrency=concurrency,
+        env=env or {},
+        actor_timeout=timeout,
+        resiliency=resiliency,
+    )
+
+
+class RunningPipeline:
+    def __init__(self, pipeline: LocalPipeline, transport: Transport, log_path: Path) -> None:
+        self.pipeline = pipeline
+        self.transport = transport
+        self.log_path = log_path
+        self.results_dir = pipeline.state_dir / "results"
+        self.sump_dir = pipeline.state_dir / "sump"
+
+    async def send(
+        self,
+        route: list[str],
+        payload: Any,
+        *,
+        envelope_id: str | None = None,
+        headers: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> str:
+        envelope_id = envelope_id or str(uuid.uuid4())
+        body = {
+            "id": envelope_id,
+            "route": {"prev": [], "curr": route[0], "next": route[1:]},
+            "headers": headers or {},
+            # As `asya send` writes it; a test may pass its own.
+            "status": {"phase": "pending", "actor": route[0], "attempt": 1, "max_attempts": 1},
+            "payload": payload,
+            **extra,
+        }
+        await self.send_raw(route[0], json.dumps(body).encode())
+        return envelope_id
+
+    async def send_raw(self, actor_name: str, body: bytes) -> None:
+        await self.transport.send(self.pipeline.queue(actor_name), body)
+
+    def stored(self, envelope_id: str) -> dict[str, Any] | None:
+        path = self.results_dir / record.key(envelope_id)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    async def result(self, envelope_id: str, timeout: float = RESULT_TIMEOUT_S) -> dict[str, Any]:
+        found = await self.results([envelope_id], timeout=timeout)
+        return found[envelope_id]
+
+    async def results(
+        self, ids: Iterable[str], *, timeout: float = RESULT_TIMEOUT_S
+    ) -> dict[str, dict[str, Any]]:
+        wanted = set(ids)
+        found: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            for envelope_id in wanted - found.keys():
+                stored = self.stored(envelope_id)
+                if stored is not None:
+                    found[envelope_id] = stored
+            if len(found) == len(wanted):
+                return found
+            if time.monotonic() > deadline:
+                missing = sorted(wanted - found.keys())
+                raise AssertionError(
+                    f"{len(missing)} of {len(wanted)} results missing after {timeout}s "
+                    f"(first: {missing[:5]}); log tail:\n{self.log_tail()}"
+                )
+            await asyncio.sleep(0.05)
+
+    def sump_records(self) -> list[dict[str, Any]]:
+        if not self.sump_dir.exists():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(self.sump_dir.glob("*.json"))]
+
+    async def wait_sump(
+        self, count: int, timeout: float = RESULT_TIMEOUT_S
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(records := self.sump_records()) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"x-sump holds {len(records)} records, expected {count}; log tail:\n"
+                    f"{self.log_tail()}"
+                )
+            await asyncio.sleep(0.05)
+        return records
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+
+
+StartPipeline = Callable[..., Awaitable[RunningPipeline]]
+
+
+@pytest.fixture(
+    params=[
+        "local",
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        pytest.param("sqs", marks=pytest.mark.sqs),
+        pytest.param("pubsub", marks=pytest.mark.pubsub),
+    ]
+)
+def transport_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each broker, started if needed; its settings go into our environment, from which
+    the pipeline's processes inherit them."""
+    kind: str = request.param
+    if kind == "rabbitmq":
+        request.getfixturevalue("rabbitmq_url")
+    elif kind == "sqs":
+        request.getfixturevalue("aws_env")
+        monkeypatch.setenv("ASYA_SQS_ENDPOINT", request.getfixturevalue("moto_server").url)
+    elif kind == "pubsub":
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", request.getfixturevalue("pubsub_emulator").host)
+        monkeypatch.setenv("ASYA_PUBSUB_PROJECT", "asya-test")
+    return kind
+
+
+@pytest.fixture
+async def start_pipeline(transport_kind: str, tmp_path: Path) -> AsyncIterator[StartPipeline]:
+    running: list[RunningPipeline] = []
+
+    async def start(
+        actors: list[ActorManifest],
+        *,
+        prepare: Callable[[LocalPipeline], None] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> RunningPipeline:
+        log_path = tmp_path / f"pipeline-{len(running)}.log"
+        log = log_path.open("w")
+        pipeline = LocalPipeline(
+            actors,
+            transport=transport_kind,
+            state_dir=tmp_path / f"state-{len(running)}",
+            namespace=f"t{uuid.uuid4().hex[:8]}",
+            workdir=HANDLERS,
+            out=log,
+            extra_env=extra_env,
+        )
+        if prepare is not None:
+            prepare(pipeline)
+        transport = pipeline.open_transport()
+        await transport.__aenter__()
+        handle = RunningPipeline(pipeline, transport, log_path)
+        running.append(handle)
+        try:
+            await pipeline.start(READY_TIMEOUT_S)
+        except Exception as exc:
+            raise AssertionError(f"pipeline did not start: {exc}\n{handle.log_tail()}") from exc
+        return handle
+
+    yield start
+    for handle in running:
+        await handle.pipeline.stop()
+        if transport_kind != "local":
+            await handle.pipeline.delete_queues()
+        await handle.transport.close()

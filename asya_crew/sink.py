@@ -1,0 +1,44 @@
+"""x-sink: stores the record of every finished envelope; forwards failures to x-sump.
+
+Runs inside the standard runtime (ASYA_HANDLER=asya_crew.sink.Sink.handle) next to an
+ordinary sidecar, which delivers every envelope whose route has ended: phase "succeeded", or
+"failed" once the actor's resiliency policy gave up. A store error is raised, never
+swallowed: the runtime answers 500 and the sidecar redelivers the envelope later, so a result
+is acknowledged only once it is stored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+from asya_crew import config, record, stores
+from asya_shared import names
+
+FAILED = "failed"
+
+
+class Sink:
+    """Built once by the runtime, with no arguments; settings come from the environment."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.store = stores.open_store(config.store_url(env, config.RESULT_STORE), environ=env)
+
+    async def handle(self, payload: Any) -> AsyncGenerator[Any, Any]:
+        fields: dict[str, Any] = {}
+        for name in record.FIELDS:
+            fields[name] = yield "GET", f".{name}"
+        result = record.build(fields, payload)
+        await self.store.put(record.key(result["id"]), record.encode(result))
+        if goes_to_sump(result["status"]):
+            # The sidecar advances the route to x-sump and keeps the status (reason, error).
+            yield "SET", ".route.next", [names.SUMP]
+            yield payload
+        # Yielding nothing answers 204: the envelope is done.
+
+
+def goes_to_sump(status: Any) -> bool:
+    """Failed envelopes are kept as results and also collected by x-sump."""
+    return isinstance(status, dict) and status.get("phase") == FAILED

@@ -1,0 +1,67 @@
+"""x-sump: keeps the record of everything that could not be processed, and counts it.
+
+It receives unparsable or misrouted input from any sidecar (with the original bytes as the
+payload), and failed results forwarded by x-sink. It stores the same record as x-sink, logs
+one WARNING line per envelope and counts envelopes by reason and actor, so an alert can fire
+on the rate. It never forwards anything: this is the end of the line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+from prometheus_client import Counter
+
+from asya_crew import config, record, stores
+
+UNKNOWN = "unknown"
+
+log = logging.getLogger("asya.crew.sump")
+
+# In the default registry, which the crew's metrics endpoint serves.
+ENVELOPES = Counter(
+    "asya_sump_envelopes_total",
+    "Envelopes received by x-sump, by the reason they failed and the actor that failed them.",
+    ["reason", "actor"],
+)
+
+
+class Sump:
+    """Built once by the runtime, with no arguments; settings come from the environment."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.store = stores.open_store(config.store_url(env, config.SUMP_STORE), environ=env)
+
+    async def handle(self, payload: Any) -> AsyncGenerator[Any, Any]:
+        fields: dict[str, Any] = {}
+        for name in record.FIELDS:
+            fields[name] = yield "GET", f".{name}"
+        result = record.build(fields, payload)
+        await self.store.put(record.key(result["id"]), record.encode(result))
+        # Counted and logged only once stored: a redelivery after a store error must not
+        # count the same envelope twice (a redelivery after a crash still may).
+        reason, actor = labels(result["status"])
+        ENVELOPES.labels(reason=reason, actor=actor).inc()
+        log.warning(
+            "envelope %s reached x-sump: reason=%s actor=%s",
+            result["id"],
+            reason,
+            actor,
+            extra={"envelope_id": result["id"]},
+        )
+        # Yielding nothing answers 204: the envelope is done.
+
+
+def labels(status: Any) -> tuple[str, str]:
+    """(reason, actor) for the counter; "unknown" where the status does not say."""
+    if not isinstance(status, dict):
+        return UNKNOWN, UNKNOWN
+    return _label(status.get("reason")), _label(status.get("actor"))
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) and value else UNKNOWN

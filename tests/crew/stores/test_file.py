@@ -1,0 +1,153 @@
+"""stores/file.py: one file per key, written atomically."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from asya_crew import stores
+from asya_crew.stores import InvalidKey, StoreError, file
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "results"
+
+
+@pytest.fixture
+def store(root: Path) -> file.FileStore:
+    return file.FileStore.from_url(f"file://{root}")
+
+
+def replace_with_file(root: Path) -> None:
+    """Put a plain file where the store's directory was: writes then fail, even for root."""
+    os.rmdir(root)
+    root.write_text("a file where the directory was")
+
+
+def leftovers(root: Path) -> list[str]:
+    return [p.name for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_opening_creates_the_directory(root: Path, store: file.FileStore) -> None:
+    assert root.is_dir()
+    assert store.root == str(root)
+
+
+def test_relative_urls_resolve_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = file.FileStore.from_url("file://.asya/results")
+    assert store.root == str(tmp_path / ".asya" / "results")
+    assert (tmp_path / ".asya" / "results").is_dir()
+    # A later chdir does not move the store.
+    monkeypatch.chdir("/")
+    assert store.root == str(tmp_path / ".asya" / "results")
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("file:///srv/results", "/srv/results"),
+        ("file://.asya/results", ".asya/results"),
+        ("file://results", "results"),
+        ("file://localhost/x", "localhost/x"),
+    ],
+)
+def test_parse_url(url: str, path: str) -> None:
+    assert file.parse_url(url) == path
+
+
+def test_a_directory_that_cannot_be_created_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot create the result directory"):
+        stores.open_store(f"file://{blocker}/results")
+
+
+async def test_round_trip(store: file.FileStore, root: Path) -> None:
+    await store.put("e-1.json", b'{"x": "\xc3\xa9"}')
+    assert await store.get("e-1.json") == b'{"x": "\xc3\xa9"}'
+    assert (root / "e-1.json").read_bytes() == b'{"x": "\xc3\xa9"}'
+    assert leftovers(root) == []
+
+
+async def test_a_missing_key_reads_as_none(store: file.FileStore) -> None:
+    assert await store.get("nothing.json") is None
+    assert await store.get("no-dir/nothing.json") is None
+
+
+async def test_one_sub_level_is_a_sub_directory(store: file.FileStore, root: Path) -> None:
+    await store.put("2026-11-24/e-1.json", b"{}")
+    assert (root / "2026-11-24" / "e-1.json").read_bytes() == b"{}"
+    assert await store.get("2026-11-24/e-1.json") == b"{}"
+
+
+async def test_overwrite_replaces_the_whole_value(store: file.FileStore, root: Path) -> None:
+    await store.put("e-1.json", b"x" * 10_000)
+    await store.put("e-1.json", b"short")
+    assert await store.get("e-1.json") == b"short"
+    assert leftovers(root) == []
+
+
+async def test_concurrent_writers_of_one_key_leave_one_whole_value(
+    store: file.FileStore, root: Path
+) -> None:
+    values = [bytes([ord("a") + i]) * 100_000 for i in range(8)]
+    await asyncio.gather(*(store.put("e-1.json", value) for value in values))
+    assert await store.get("e-1.json") in values
+    assert leftovers(root) == []
+
+
+async def test_a_failed_write_keeps_the_old_value(
+    store: file.FileStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.put("e-1.json", b"old")
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(StoreError, match="No space left") as info:
+        await store.put("e-1.json", b"new")
+    assert isinstance(info.value.__cause__, OSError)
+    monkeypatch.undo()
+    assert await store.get("e-1.json") == b"old"
+    assert leftovers(root) == []
+
+
+async def test_a_directory_removed_later_is_recreated(store: file.FileStore, root: Path) -> None:
+    os.rmdir(root)
+    await store.put("e-1.json", b"{}")
+    assert (root / "e-1.json").exists()
+
+
+async def test_io_errors_become_store_errors_naming_key_and_directory(
+    store: file.FileStore, root: Path
+) -> None:
+    replace_with_file(root)
+    with pytest.raises(StoreError, match=r"cannot write 'e-1\.json'") as info:
+        await store.put("e-1.json", b"{}")
+    assert str(root) in str(info.value)
+    assert isinstance(info.value.__cause__, OSError)
+    with pytest.raises(StoreError, match=r"cannot read 'e-1\.json'"):
+        await store.get("e-1.json")
+
+
+@pytest.mark.parametrize("key", ["../escape.json", "a/b/c.json", "/etc/passwd", "a b", ""])
+async def test_invalid_keys_are_refused_before_touching_the_disk(
+    store: file.FileStore, tmp_path: Path, key: str
+) -> None:
+    with pytest.raises(InvalidKey, match="invalid key"):
+        await store.put(key, b"{}")
+    with pytest.raises(InvalidKey, match="invalid key"):
+        await store.get(key)
+    assert not (tmp_path / "escape.json").exists()
+
+
+async def test_close_is_harmless(store: file.FileStore) -> None:
+    await store.close()

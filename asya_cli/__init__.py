@@ -1,0 +1,1 @@
+"""The `asya` command line."""

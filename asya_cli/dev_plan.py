@@ -1,0 +1,139 @@
+"""Which processes `asya dev` runs for a set of actors: a pure function of the manifests.
+
+Per actor, as in a pod: a runtime (the user's handler, imported from the working directory)
+and a sidecar. Plus the crew, x-sink and x-sump, writing results under the state directory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from asya_cli.manifests import ActorManifest
+from asya_shared import env, names
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    actor: str
+    role: str  # "runtime" or "sidecar"
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str
+    health_port: int | None = None  # the sidecar's /healthz port
+
+    @property
+    def name(self) -> str:
+        return f"{self.actor}/{self.role}"
+
+
+@dataclass(frozen=True)
+class DevSettings:
+    transport: str
+    namespace: str
+    state_dir: Path  # absolute
+    socket_root: Path  # short absolute dir: Unix socket paths must stay under ~104 bytes
+    workdir: Path  # where handlers are imported from
+    python: str
+    runtime_file: Path
+
+
+def results_url(state_dir: Path) -> str:
+    return f"file://{state_dir / 'results'}"
+
+
+def sump_url(state_dir: Path) -> str:
+    return f"file://{state_dir / 'sump'}"
+
+
+def plan(
+    actors: Sequence[ActorManifest],
+    settings: DevSettings,
+    *,
+    base_env: Mapping[str, str],
+    ports: Sequence[int],
+) -> list[ProcessSpec]:
+    """Runtimes first, then sidecars; `ports` gives one health port per sidecar."""
+    crew = [(names.SINK, env.RESULT_STORE, results_url(settings.state_dir), "sink"),
+            (names.SUMP, env.SUMP_STORE, sump_url(settings.state_dir), "sump")]  # fmt: skip
+    needed = len(actors) + len(crew)
+    if len(ports) < needed:
+        raise ValueError(f"need {needed} ports, got {len(ports)}")
+    runtimes: list[ProcessSpec] = []
+    sidecars: list[ProcessSpec] = []
+    for actor, port in zip(actors, ports, strict=False):
+        socket_dir = str(settings.socket_root / actor.name)
+        runtime_env = {
+            **base_env,
+            **actor.env,
+            env.HANDLER: actor.handler,
+            env.SOCKET_DIR: socket_dir,
+            env.RUNTIME_CONCURRENCY: str(actor.concurrency),
+            env.LOG_FORMAT: "text",
+        }
+        runtimes.append(
+            ProcessSpec(
+                actor=actor.name,
+                role="runtime",
+                argv=(settings.python, str(settings.runtime_file)),
+                env=runtime_env,
+                cwd=str(settings.workdir),
+            )
+        )
+        sidecars.append(_sidecar(actor.name, actor, settings, base_env, socket_dir, port))
+    for (name, store_var, store_url, role), port in zip(crew, ports[len(actors) :], strict=False):
+        socket_dir = str(settings.socket_root / name)
+        runtime_env = {
+            **base_env,
+            store_var: store_url,
+            env.SOCKET_DIR: socket_dir,
+            env.CREW_METRICS_PORT: "0",
+            env.LOG_FORMAT: "text",
+        }
+        runtimes.append(
+            ProcessSpec(
+                actor=name,
+                role="runtime",
+                argv=(settings.python, "-m", "asya_crew", role),
+                env=runtime_env,
+                cwd=str(settings.workdir),
+            )
+        )
+        sidecars.append(_sidecar(name, None, settings, base_env, socket_dir, port))
+    return runtimes + sidecars
+
+
+def _sidecar(
+    name: str,
+    actor: ActorManifest | None,
+    settings: DevSettings,
+    base_env: Mapping[str, str],
+    socket_dir: str,
+    port: int,
+) -> ProcessSpec:
+    sidecar_env = {
+        **base_env,
+        env.ACTOR: name,
+        env.NAMESPACE: settings.namespace,
+        env.TRANSPORT: settings.transport,
+        env.STATE_DIR: str(settings.state_dir),
+        env.SOCKET_DIR: socket_dir,
+        env.CONCURRENCY: str(actor.concurrency if actor else 1),
+        env.METRICS_HOST: "127.0.0.1",
+        env.METRICS_PORT: str(port),
+        env.LOG_FORMAT: "text",
+    }
+    if actor is not None and actor.actor_timeout is not None:
+        sidecar_env[env.ACTOR_TIMEOUT] = actor.actor_timeout
+    if actor is not None and actor.resiliency is not None:
+        sidecar_env[env.RESILIENCY] = json.dumps(actor.resiliency)
+    return ProcessSpec(
+        actor=name,
+        role="sidecar",
+        argv=(settings.python, "-m", "asya_sidecar"),
+        env=sidecar_env,
+        cwd=str(settings.workdir),
+        health_port=port,
+    )

@@ -1,0 +1,118 @@
+"""A pipeline of actors running as local processes: what `asya dev` runs, as an object.
+
+Tests and benchmarks use it too, so they exercise exactly the processes a user gets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import asya_runtime
+from asya_cli import dev_plan
+from asya_cli.dev_plan import DevSettings
+from asya_cli.manifests import ActorManifest
+from asya_cli.supervisor import Supervisor
+from asya_shared import env, names
+from asya_sidecar import transports
+
+RUNTIME_FILE = Path(asya_runtime.__file__).with_name("runtime.py")
+# Passed from our environment to the children: broker and store settings, and the log level.
+# Other ASYA_* variables are set per process by the plan and must not leak between them.
+PASSTHROUGH_PREFIXES = (
+    "ASYA_RABBITMQ_", "ASYA_SQS_", "ASYA_PUBSUB_", "ASYA_LOCAL_", "ASYA_S3_", env.LOG_LEVEL,
+)  # fmt: skip
+
+
+class LocalPipeline:
+    def __init__(
+        self,
+        actors: Sequence[ActorManifest],
+        *,
+        transport: str,
+        state_dir: Path,
+        namespace: str,
+        workdir: Path,
+        out: TextIO,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.actors = list(actors)
+        self.state_dir = state_dir.resolve()
+        self.settings = DevSettings(
+            transport=transport,
+            namespace=namespace,
+            state_dir=self.state_dir,
+            socket_root=Path(tempfile.mkdtemp(prefix="asya-dev-")),
+            workdir=workdir,
+            python=sys.executable,
+            runtime_file=RUNTIME_FILE,
+        )
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("ASYA_")}
+        base_env.update({k: v for k, v in os.environ.items() if k.startswith(PASSTHROUGH_PREFIXES)})
+        base_env.update(extra_env or {})
+        self.transport_env = {**base_env, env.STATE_DIR: str(self.state_dir)}
+        # The processes to run; may be adjusted before start() (for example to run a
+        # different runtime command for one actor: the protocol is language-neutral).
+        self.specs = dev_plan.plan(
+            self.actors, self.settings, base_env=base_env, ports=free_ports(len(actors) + 2)
+        )
+        self._out = out
+        self._supervisor: Supervisor | None = None
+
+    @property
+    def supervisor(self) -> Supervisor:
+        if self._supervisor is None:
+            raise RuntimeError("the pipeline has not been started")
+        return self._supervisor
+
+    @property
+    def actor_names(self) -> list[str]:
+        return [a.name for a in self.actors] + list(names.CREW)
+
+    def queue(self, actor: str) -> str:
+        return names.check_queue_name(
+            names.queue_name(self.settings.namespace, actor), self.settings.transport
+        )
+
+    def open_transport(self) -> transports.Transport:
+        return transports.create(self.settings.transport, self.transport_env)
+
+    async def start(self, ready_timeout: float) -> None:
+        """Create the queues, start every process, return once all sidecars are healthy."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        async with self.open_transport() as transport:
+            for actor in self.actor_names:
+                await transport.ensure_queue(self.queue(actor))
+        self._supervisor = Supervisor(self.specs, out=self._out)
+        await self._supervisor.start()
+        await self._supervisor.wait_healthy(ready_timeout)
+
+    async def stop(self) -> None:
+        if self._supervisor is not None:
+            await self._supervisor.stop()
+        shutil.rmtree(self.settings.socket_root, ignore_errors=True)
+
+    async def delete_queues(self) -> None:
+        async with self.open_transport() as transport:
+            for actor in self.actor_names:
+                await transport.delete_queue(self.queue(actor))
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS says are free right now (a small race, acceptable for local runs)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -1,0 +1,235 @@
+"""`asya send ROUTE --payload JSON`: start an envelope on its way, and optionally wait for it.
+
+Exit codes: 0 sent (or, with --wait, finished as succeeded); 1 finished as failed; 2 the wait
+ran out, or the arguments are wrong; 3 the envelope could not be sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from asya_cli import dev_plan
+from asya_shared import env, names
+from asya_shared.durations import parse_duration
+from asya_sidecar import transports
+from asya_sidecar.envelope import Phase, encode, status, timestamp
+
+EXIT_SUCCEEDED, EXIT_FAILED, EXIT_WAIT_RAN_OUT, EXIT_NOT_SENT = 0, 1, 2, 3
+
+
+class UsageError(ValueError):
+    """Arguments that cannot make an envelope; exit code 2."""
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "send",
+        help="send a new envelope along a route",
+        description="Put a new envelope on the queue of the first actor of ROUTE. Prints its "
+        "id, or with --wait the final envelope as one JSON line.",
+        epilog="exit codes: 0 sent / succeeded, 1 failed, 2 wait ran out or bad arguments, "
+        "3 could not send",
+    )
+    parser.add_argument("route", metavar="ROUTE", help="comma-separated actors, e.g. prep,infer")
+    parser.add_argument(
+        "--payload", required=True, help="JSON payload, @FILE to read it from a file, - for stdin"
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the final envelope and print it",
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add a header (repeatable)",
+    )
+    parser.add_argument("--id", help="envelope id (default: a new UUID)")
+    parser.add_argument(
+        "--timeout",
+        type=_duration,
+        metavar="DURATION",
+        help="deadline for the whole route (seconds, or 30s, 5m): an actor that "
+        "receives it later fails it with reason Timeout instead of running",
+    )
+    add_transport_arguments(parser)
+    parser.add_argument(
+        "--results",
+        metavar="URL",
+        help="result store to wait on (default: file://STATE_DIR/results)",
+    )
+    parser.set_defaults(func=run)
+
+
+def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--transport",
+        choices=transports.KINDS,
+        default=os.environ.get(env.TRANSPORT, "local"),
+        help="broker (default: $ASYA_TRANSPORT or local)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get(env.STATE_DIR, ".asya"),
+        help="state directory of the local transport and results "
+        "(default: $ASYA_STATE_DIR or .asya)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=os.environ.get(env.NAMESPACE, "default"),
+        help="namespace part of queue names (default: $ASYA_NAMESPACE or default)",
+    )
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"--timeout {text!r} must be more than zero")
+    return seconds
+
+
+def parse_route(text: str) -> list[str]:
+    route = [part.strip() for part in text.split(",")]
+    if not route or not all(route):
+        raise UsageError(f"ROUTE {text!r} must be actor names separated by commas, e.g. a,b")
+    for actor in route:
+        try:
+            names.check_actor_name(actor)
+        except names.InvalidName as exc:
+            raise UsageError(str(exc)) from None
+    return route
+
+
+def parse_payload(text: str) -> Any:
+    source = "--payload"
+    if text == "-":
+        text, source = sys.stdin.read(), "stdin"
+    elif text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text, source = path.read_text(), str(path)
+        except OSError as exc:
+            raise UsageError(f"cannot read payload file {path}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{source} is not valid JSON: {exc}") from None
+
+
+def parse_headers(items: Sequence[str]) -> dict[str, str]:
+    headers = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--header {item!r} must look like KEY=VALUE")
+        headers[key] = value
+    return headers
+
+
+def build_envelope(
+    route: Sequence[str],
+    payload: Any,
+    *,
+    envelope_id: str,
+    headers: Mapping[str, Any],
+    traceparent: str,
+    now: datetime.datetime,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """A fresh envelope at the start of `route` (pure)."""
+    fresh = status(None, phase=Phase.PENDING, actor=route[0], now=now)
+    if timeout is not None:
+        fresh["deadline_at"] = timestamp(now + datetime.timedelta(seconds=timeout))
+    return {
+        "id": envelope_id,
+        "parent_id": None,
+        "route": {"prev": [], "curr": route[0], "next": list(route[1:])},
+        "headers": {"traceparent": traceparent, **headers},
+        "status": fresh,
+        "payload": payload,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        route = parse_route(args.route)
+        payload = parse_payload(args.payload)
+        headers = parse_headers(args.header)
+    except UsageError as exc:
+        print(f"asya send: {exc}", file=sys.stderr)
+        return EXIT_WAIT_RAN_OUT
+    state_dir = Path(args.state_dir).resolve()
+    envelope = build_envelope(
+        route,
+        payload,
+        envelope_id=args.id or str(uuid.uuid4()),
+        headers=headers,
+        traceparent=f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01",
+        now=datetime.datetime.now(datetime.UTC),
+        timeout=args.timeout,
+    )
+    environ = {**os.environ, env.STATE_DIR: str(state_dir)}
+    try:
+        queue = names.check_queue_name(names.queue_name(args.namespace, route[0]), args.transport)
+        asyncio.run(_send(args.transport, environ, queue, envelope))
+    except (names.InvalidName, transports.TransportError) as exc:
+        hint = ""
+        if isinstance(exc, transports.QueueNotFound):
+            hint = f" (is `asya dev` running with actor {route[0]!r} on this transport?)"
+        print(f"asya send: could not send: {exc}{hint}", file=sys.stderr)
+        return EXIT_NOT_SENT
+    if args.wait is None:
+        print(envelope["id"])
+        return EXIT_SUCCEEDED
+    store_url = args.results or dev_plan.results_url(state_dir)
+    result = asyncio.run(wait_for_result(store_url, envelope["id"], timeout=args.wait))
+    if result is None:
+        print(
+            f"asya send: no result for {envelope['id']} within {args.wait:g}s "
+            f"(looked in {store_url})",
+            file=sys.stderr,
+        )
+        return EXIT_WAIT_RAN_OUT
+    print(json.dumps(result, ensure_ascii=False))
+    phase = (result.get("status") or {}).get("phase")
+    return EXIT_SUCCEEDED if phase == Phase.SUCCEEDED else EXIT_FAILED
+
+
+async def _send(kind: str, environ: Mapping[str, str], queue: str, fields: Any) -> None:
+    async with transports.create(kind, environ) as transport:
+        await transport.send(queue, encode(fields))
+
+
+async def wait_for_result(store_url: str, envelope_id: str, *, timeout: float) -> Any:
+    """The stored final envelope, or None if it did not appear within `timeout` seconds."""
+    from asya_crew import record, stores  # the result store belongs to the crew
+
+    store = stores.open_store(store_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            data = await store.get(record.key(envelope_id))
+            if data is not None:
+                return json.loads(data)
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(0.1)
+    finally:
+        await store.close()

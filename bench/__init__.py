@@ -1,0 +1,1 @@
+"""Benchmarks. Each prints JSON as its last line; none of them is a test."""

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from asya_cli import dev_plan
+from asya_cli.dev_plan import DevSettings
+from asya_cli.manifests import ActorManifest
+
+SETTINGS = DevSettings(
+    transport="local",
+    namespace="dev",
+    state_dir=Path("/state"),
+    socket_root=Path("/s"),
+    workdir=Path("/work"),
+    python="/py",
+    runtime_file=Path("/rt/runtime.py"),
+)
+
+
+def test_every_actor_and_the_crew_get_a_runtime_and_a_sidecar() -> None:
+    actors = [
+        ActorManifest(
+            name="prep",
+            handler="steps.prep",
+            source="f",
+            concurrency=4,
+            env={"MODEL": "m"},
+            actor_timeout="30s",
+        ),
+        ActorManifest(name="infer", handler="m.M.p", source="f"),
+    ]
+
+    specs = dev_plan.plan(actors, SETTINGS, base_env={"PATH": "/bin"}, ports=[1, 2, 3, 4])
+
+    assert [s.name for s in specs] == [
+        "prep/runtime",
+        "infer/runtime",
+        "x-sink/runtime",
+        "x-sump/runtime",
+        "prep/sidecar",
+        "infer/sidecar",
+        "x-sink/sidecar",
+        "x-sump/sidecar",
+    ]
+    by_name = {s.name: s for s in specs}
+    runtime = by_name["prep/runtime"]
+    assert runtime.argv == ("/py", "/rt/runtime.py")
+    assert runtime.cwd == "/work"
+    assert runtime.env["ASYA_HANDLER"] == "steps.prep"
+    assert runtime.env["ASYA_RUNTIME_CONCURRENCY"] == "4"
+    assert runtime.env["MODEL"] == "m"
+    assert runtime.env["PATH"] == "/bin"
+    sidecar = by_name["prep/sidecar"]
+    assert sidecar.env["ASYA_ACTOR"] == "prep"
+    assert sidecar.env["ASYA_CONCURRENCY"] == "4"
+    assert sidecar.env["ASYA_ACTOR_TIMEOUT"] == "30s"
+    assert sidecar.env["ASYA_SOCKET_DIR"] == runtime.env["ASYA_SOCKET_DIR"] == "/s/prep"
+    assert sidecar.env["ASYA_STATE_DIR"] == "/state"
+    assert sidecar.env["ASYA_NAMESPACE"] == "dev"
+    assert "MODEL" not in sidecar.env  # spec.env is the handler's, not the sidecar's
+    assert [s.health_port for s in specs if s.role == "sidecar"] == [1, 2, 3, 4]
+    assert by_name["x-sink/runtime"].argv == ("/py", "-m", "asya_crew", "sink")
+    assert by_name["x-sink/runtime"].env["ASYA_RESULT_STORE"] == "file:///state/results"
+    assert by_name["x-sump/runtime"].env["ASYA_SUMP_STORE"] == "file:///state/sump"

@@ -1,0 +1,1 @@
+"""The Asya operator: AsyncActor resources in, Deployments, KEDA ScaledObjects and queues out."""

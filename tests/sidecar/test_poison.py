@@ -35,6 +35,9 @@ def bad_message(i: int) -> tuple[bytes, str]:
     return json.dumps([i, "an array"]).encode(), "ParseError"
 
 
+# The waits below bound the test (240 s each); the suite's default 120 s would cut a run on
+# moto, whose requests slow down as its queues fill, before those deadlines speak.
+@pytest.mark.timeout(600)
 async def test_poison_mix_lands_everything_where_it_belongs(
     start_pipeline: StartPipeline,
 ) -> None:

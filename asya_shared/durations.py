@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -38,3 +40,22 @@ def _parse_units(text: str) -> float:
             "250ms, 30s, 5m, 1h30m"
         )
     return total
+
+
+def positive_duration_from_env(
+    environ: Mapping[str, str], name: str, default: float, *, maximum: float, limit: str
+) -> float:
+    """The duration in `environ[name]`, or `default` when unset; more than 0, at most `maximum`.
+
+    `limit` says in words where `maximum` comes from, for the error message.
+    """
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a duration: {exc}") from exc
+    if not 0 < seconds <= maximum or math.isinf(seconds):
+        raise ValueError(f"{name}={raw!r} is out of range: {limit}")
+    return seconds

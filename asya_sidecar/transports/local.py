@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import NamedTuple, Self, TypeVar
 
 from asya_shared import env
-from asya_shared.durations import parse_duration
+from asya_shared.durations import positive_duration_from_env
 from asya_sidecar.transports.base import (
     MessageTooLarge,
     QueueNotFound,
@@ -90,19 +90,13 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 def lease_seconds_from_env(environ: Mapping[str, str]) -> float:
     """ASYA_LOCAL_LEASE_SECONDS as seconds (`30`, `2.5`, `90s`, `5m`); it must be positive."""
-    raw = environ.get(env.LOCAL_LEASE_SECONDS, "").strip()
-    if not raw:
-        return DEFAULT_LEASE_SECONDS
-    try:
-        seconds = parse_duration(raw)
-    except ValueError as exc:
-        raise ValueError(f"{env.LOCAL_LEASE_SECONDS}={raw!r} is not a duration: {exc}") from exc
-    if seconds <= 0 or math.isinf(seconds):
-        raise ValueError(
-            f"{env.LOCAL_LEASE_SECONDS}={raw!r} must be a positive number of seconds, "
-            "for example 30"
-        )
-    return seconds
+    return positive_duration_from_env(
+        environ,
+        env.LOCAL_LEASE_SECONDS,
+        DEFAULT_LEASE_SECONDS,
+        maximum=math.inf,
+        limit="a lease is a positive number of seconds, for example 30",
+    )
 
 
 def next_idle_delay(delay: float) -> float:

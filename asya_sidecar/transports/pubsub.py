@@ -85,7 +85,7 @@ from gcloud.aio.auth import Token
 from gcloud.aio.pubsub import PublisherClient, PubsubMessage, SubscriberClient, SubscriberMessage
 
 from asya_shared import env
-from asya_shared.durations import parse_duration
+from asya_shared.durations import positive_duration_from_env
 from asya_sidecar.transports.base import (
     Delivery,
     MessageTooLarge,
@@ -258,19 +258,13 @@ def project_from_env(environ: Mapping[str, str]) -> str:
 
 def ack_deadline_from_env(environ: Mapping[str, str]) -> float:
     """ASYA_PUBSUB_ACK_DEADLINE as seconds (`60`, `90s`, `5m`): more than 0, at most 600."""
-    raw = (environ.get(env.PUBSUB_ACK_DEADLINE) or "").strip()
-    if not raw:
-        return DEFAULT_LEASE_SECONDS
-    try:
-        seconds = parse_duration(raw)
-    except ValueError as exc:
-        raise ValueError(f"{env.PUBSUB_ACK_DEADLINE}={raw!r} is not a duration: {exc}") from exc
-    if not 0 < seconds <= MAX_ACK_DEADLINE_S:
-        raise ValueError(
-            f"{env.PUBSUB_ACK_DEADLINE}={raw!r} is out of range: Pub/Sub's ack deadline is "
-            f"more than 0 and at most {MAX_ACK_DEADLINE_S} seconds"
-        )
-    return seconds
+    return positive_duration_from_env(
+        environ,
+        env.PUBSUB_ACK_DEADLINE,
+        DEFAULT_LEASE_SECONDS,
+        maximum=MAX_ACK_DEADLINE_S,
+        limit=f"Pub/Sub's ack deadline is more than 0 and at most {MAX_ACK_DEADLINE_S} seconds",
+    )
 
 
 def max_delivery_attempts_from_env(environ: Mapping[str, str]) -> int:

@@ -90,7 +90,7 @@ from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from botocore import exceptions as boto  # type: ignore[import-untyped]
 
 from asya_shared import env, names
-from asya_shared.durations import parse_duration
+from asya_shared.durations import positive_duration_from_env
 from asya_sidecar.transports.base import (
     Delivery,
     MessageTooLarge,
@@ -389,19 +389,16 @@ def region_from_env(environ: Mapping[str, str]) -> str:
 
 def lease_from_env(environ: Mapping[str, str]) -> float:
     """ASYA_SQS_VISIBILITY_TIMEOUT as seconds (`30`, `90s`, `5m`): more than 0, at most 12 h."""
-    raw = (environ.get(env.SQS_VISIBILITY_TIMEOUT) or "").strip()
-    if not raw:
-        return DEFAULT_LEASE_SECONDS
-    try:
-        seconds = parse_duration(raw)
-    except ValueError as exc:
-        raise ValueError(f"{env.SQS_VISIBILITY_TIMEOUT}={raw!r} is not a duration: {exc}") from exc
-    if not 0 < seconds <= MAX_VISIBILITY_SECONDS:
-        raise ValueError(
-            f"{env.SQS_VISIBILITY_TIMEOUT}={raw!r} is out of range: SQS's visibility timeout "
-            f"is more than 0 and at most {MAX_VISIBILITY_SECONDS} seconds (12 hours)"
-        )
-    return seconds
+    return positive_duration_from_env(
+        environ,
+        env.SQS_VISIBILITY_TIMEOUT,
+        DEFAULT_LEASE_SECONDS,
+        maximum=MAX_VISIBILITY_SECONDS,
+        limit=(
+            "SQS's visibility timeout is more than 0 and at most "
+            f"{MAX_VISIBILITY_SECONDS} seconds (12 hours)"
+        ),
+    )
 
 
 def int_from_env(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from asya_shared import names
-from asya_shared.durations import parse_duration
+from asya_shared.durations import parse_duration, positive_duration_from_env
 
 
 @pytest.mark.parametrize("good", ["a", "prep", "x-sink", "step-2", "a" * 63, "0abc"])
@@ -52,6 +52,36 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_bad_durations_name_the_input(bad: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("environ", "seconds"),
+    [({}, 30.0), ({"LEASE": " "}, 30.0), ({"LEASE": "90s"}, 90.0), ({"LEASE": "10m"}, 600.0)],
+)
+def test_positive_duration_from_env(environ: dict[str, str], seconds: float) -> None:
+    found = positive_duration_from_env(environ, "LEASE", 30.0, maximum=600, limit="at most 10m")
+    assert found == seconds
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("0", "LEASE='0' is out of range: at most 10m"),
+        ("601", "LEASE='601' is out of range: at most 10m"),
+        ("soon", "LEASE='soon' is not a duration"),
+        ("inf", "LEASE='inf' is out of range"),
+    ],
+)
+def test_positive_duration_from_env_names_the_variable(raw: str, message: str) -> None:
+    with pytest.raises(ValueError, match="LEASE") as caught:
+        positive_duration_from_env(
+            {"LEASE": raw},
+            "LEASE",
+            30.0,
+            maximum=float("inf") if raw == "inf" else 600,
+            limit="at most 10m",
+        )
+    assert message in str(caught.value)
 
 
 def test_a_name_whose_dead_letter_queue_would_not_fit_is_refused() -> None:

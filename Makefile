@@ -20,7 +20,8 @@ demo: install
 test: install
 	$(PY) -m pytest
 
-# The AsyncActor CRD is generated from asya_operator/models.py; a test fails when it is stale.
+# The AsyncActor CRD (crds/ and the copy in charts/asya-operator/crds/) is generated from
+# asya_operator/models.py; a test fails when either is stale.
 crds: install
 	$(PY) -m asya_operator.crd
 

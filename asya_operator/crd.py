@@ -6,7 +6,8 @@ and CEL rules all live there, and this module only translates pydantic's JSON Sc
 `anyOf`, optional fields simply left out of `required`).
 
     python -m asya_operator.crd           # (or `make crds`) rewrite crds/asyncactor.yaml
-    python -m asya_operator.crd --check   # exit 1 when the committed file is out of date
+                                          # and the operator chart's copy
+    python -m asya_operator.crd --check   # exit 1 when a committed file is out of date
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from asya_operator.models import (
     AsyncActorStatus,
 )
 
-CRD_PATH = Path(__file__).resolve().parent.parent / "crds" / "asyncactor.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+CRD_PATH = ROOT / "crds" / "asyncactor.yaml"
+# Helm installs what a chart's crds/ holds, and a chart cannot reach outside its directory.
+CHART_CRD_PATH = ROOT / "charts" / "asya-operator" / "crds" / "asyncactor.yaml"
 HEADER = (
     "# Generated from asya_operator/models.py by `make crds` (python -m asya_operator.crd).\n"
     "# Do not edit by hand: tests/operator/test_crd.py fails when it is out of date.\n"
@@ -265,25 +269,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write the AsyncActor CRD generated from asya_operator/models.py.",
     )
     parser.add_argument(
-        "--check", action="store_true", help="only compare; exit 1 when the file is out of date"
+        "--check", action="store_true", help="only compare; exit 1 when a file is out of date"
     )
-    parser.add_argument("--output", type=Path, default=CRD_PATH, help="default: %(default)s")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        action="append",
+        help=f"a file to write (repeatable); default: {CRD_PATH} and {CHART_CRD_PATH}",
+    )
     args = parser.parse_args(argv)
-    output: Path = args.output
+    outputs: list[Path] = args.output or [CRD_PATH, CHART_CRD_PATH]
     text = render()
     if args.check:
-        current = output.read_text() if output.exists() else None
-        if current != text:
+        stale = [o for o in outputs if not o.exists() or o.read_text() != text]
+        for output in stale:
             print(
                 f"{output} is out of date with asya_operator/models.py: run `make crds`",
                 file=sys.stderr,
             )
-            return 1
-        print(f"{output} is up to date")
-        return 0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    print(f"wrote {output}")
+        for output in sorted(set(outputs) - set(stale)):
+            print(f"{output} is up to date")
+        return 1 if stale else 0
+    for output in outputs:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        print(f"wrote {output}")
     return 0
 
 

@@ -157,7 +157,9 @@ def load(environ: Mapping[str, str]) -> SidecarConfig:
         crew_retry_delay=number(env.CREW_RETRY_DELAY, 10.0),
         metrics_host=text(env.METRICS_HOST, "0.0.0.0"),
         metrics_port=integer(env.METRICS_PORT, 8080, minimum=0, maximum=65535),
-        log_level=choice(env.LOG_LEVEL, "info", ("debug", "info", "warning", "error")).upper(),
+        log_level=choice(
+            env.LOG_LEVEL, "info", ("debug", "info", "warning", "error", "critical")
+        ).upper(),
         log_format=choice(env.LOG_FORMAT, "json", ("json", "text")),
         events_url=text(env.EVENTS_URL, "") or None,
         resiliency=policies,

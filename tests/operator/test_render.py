@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -37,9 +35,8 @@ from asya_shared.durations import parse_duration
 from asya_sidecar import config as sidecar_config
 from asya_sidecar import resiliency as sidecar_resiliency
 from asya_sidecar import transports as sidecar_transports
+from tests.support.schemas import validate
 
-KEDA_SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "keda"
-K8S_VERSION = kubernetes_validate.latest_version()
 RUNTIME = "# a stand-in for asya_runtime/runtime.py\nprint('serving')\n"
 
 TRANSPORTS: dict[str, dict[str, Any]] = {
@@ -154,35 +151,6 @@ def literal_env(container: dict[str, Any]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------ validation
-
-
-def _strict(schema: Any) -> Any:
-    """KEDA's schema as plain JSON Schema: Kubernetes extensions dropped, and unknown fields
-    refused (the API server would silently prune a misspelled one)."""
-    if isinstance(schema, list):
-        return [_strict(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    result = {k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes-")}
-    if "properties" in result and "additionalProperties" not in result:
-        result["additionalProperties"] = False
-    return result
-
-
-@cache
-def keda_validator(kind: str) -> jsonschema.Draft7Validator:
-    file = {"ScaledObject": "scaledobjects", "TriggerAuthentication": "triggerauthentications"}
-    crd = yaml.safe_load((KEDA_SCHEMAS / f"keda.sh_{file[kind]}.yaml").read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
-    return jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
-
-
-def validate(objects: list[dict[str, Any]]) -> None:
-    for obj in objects:
-        if obj["apiVersion"] == "keda.sh/v1alpha1":
-            keda_validator(obj["kind"]).validate(obj)
-        else:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
 def test_keda_validation_catches_a_misspelled_field() -> None:

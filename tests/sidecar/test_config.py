@@ -95,3 +95,14 @@ def test_actor_is_required() -> None:
 def test_queue_name_over_the_broker_limit_is_refused() -> None:
     with pytest.raises(config.ConfigError, match="characters; local allows 255"):
         config.load({"ASYA_ACTOR": "a" * 60, "ASYA_NAMESPACE": "n" * 200})
+
+
+@pytest.mark.parametrize("level", ["debug", "INFO", "Warning", "error", "critical"])
+def test_log_levels_match_the_runtime(level: str) -> None:
+    # The operator gives both containers the same ASYA_LOG_LEVEL; both must accept it.
+    assert config.load({**MINIMAL, "ASYA_LOG_LEVEL": level}).log_level == level.upper()
+
+
+def test_an_unknown_log_level_is_refused_by_name() -> None:
+    with pytest.raises(config.ConfigError, match="ASYA_LOG_LEVEL"):
+        config.load({**MINIMAL, "ASYA_LOG_LEVEL": "verbose"})

@@ -341,13 +341,25 @@ class Consumer:
     async def _send(self, output: routing.Output) -> None:
         try:
             queue = self.config.queue_of(output.actor)
-            await self.transport.send(queue, output.body, delay=output.delay)
+            await self.transport.send(queue, output.body, delay=self._feasible(output.delay))
         except (QueueNotFound, names.InvalidName) as exc:
             if output.actor in names.CREW:
                 raise  # without x-sink or x-sump there is nowhere safe to put it: requeue
             await self._send_unroutable(output, str(exc))
             return
         self.metrics.sent(output.actor)
+
+    def _feasible(self, delay: float) -> float:
+        longest = self.transport.max_delay_seconds
+        feasible = feasible_delay(delay, longest)
+        if feasible != delay:
+            log.warning(
+                "a delay of %gs is longer than the %s transport can hold a message; waiting %gs",
+                delay,
+                self.transport.name,
+                longest,
+            )
+        return feasible
 
     async def _send_unroutable(self, output: routing.Output, detail: str) -> None:
         log.warning(
@@ -369,6 +381,16 @@ class Consumer:
         if lease is None:
             return None
         return asyncio.create_task(_extend_periodically(delivery, lease))
+
+
+def feasible_delay(delay: float, longest: float) -> float:
+    """`delay`, shortened to the longest the broker can hold a message.
+
+    A retry policy may ask for a longer wait than the broker allows; the send would then fail
+    on every attempt and the input would loop until the broker dead-letters it. Waiting as
+    long as the broker can is the closest honest answer (and it is logged).
+    """
+    return min(delay, longest)
 
 
 async def _extend_periodically(delivery: Delivery, lease: float) -> None:

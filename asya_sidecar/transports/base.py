@@ -108,6 +108,11 @@ class Transport(Protocol):
     # extended; None when deliveries are held for as long as the connection lives (RabbitMQ).
     lease_seconds: float | None
 
+    @property
+    def max_delay_seconds(self) -> float:
+        """The longest `delay` that `send` accepts; a longer one raises Unsupported."""
+        ...
+
     async def __aenter__(self) -> Transport: ...
 
     async def __aexit__(

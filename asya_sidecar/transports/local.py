@@ -302,6 +302,7 @@ class LocalTransport:
         self.max_message_bytes = max_message_bytes
         # Typed as the protocol declares it (a mutable protocol attribute is invariant).
         self.lease_seconds: float | None = float(lease_seconds)
+        self.max_delay_seconds = math.inf
         self._lease_s = float(lease_seconds)
         # One thread owns the connection: sqlite3 objects must stay on the thread that made
         # them, and one writer per process is all SQLite allows at once anyway.

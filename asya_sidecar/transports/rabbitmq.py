@@ -97,6 +97,9 @@ OPERATION_TIMEOUT_S: Final = 30.0
 DELAY_QUEUE_GRACE_MS: Final = 60_000
 # RabbitMQ keeps TTL and expiry timers in unsigned 32-bit milliseconds (about 49.7 days).
 MAX_TIMER_MS: Final = 2**32 - 1
+# The longest delay whose rounded bucket, plus the grace, still fits RabbitMQ's timer
+# (about 48.6 days).
+MAX_DELAY_SECONDS: Final = 4_200_000.0
 # AMQP queue names (and routing keys) are short strings: at most 255 bytes.
 MAX_NAME_BYTES: Final = 255
 
@@ -599,6 +602,7 @@ class RabbitMQTransport:
         # delivery for as long as its channel lives.
         del lease_seconds
         self.lease_seconds: float | None = None
+        self.max_delay_seconds = MAX_DELAY_SECONDS
         self._reconnect_initial = reconnect_initial
         self._reconnect_max = reconnect_max
         self._publish_link = _Link(url, role="publish")

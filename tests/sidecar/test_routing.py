@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 from typing import Any
 
 import pytest
 
 from asya_sidecar import envelope, resiliency, routing
+from asya_sidecar.consumer import feasible_delay
 from asya_sidecar.envelope import Envelope, Invalid, Reason
 from asya_sidecar.routing import Context, Outcome
 from asya_sidecar.runtime_client import Frames, HandlerError, NoResult, Refused
@@ -377,3 +379,13 @@ def test_crew_actors_ignore_deadlines() -> None:
     )
 
     assert not routing.past_deadline(env, ctx("x-sink"))
+
+
+@pytest.mark.parametrize(
+    ("delay", "longest", "expected"),
+    [(5.0, 900.0, 5.0), (900.0, 900.0, 900.0), (86400.0, 900.0, 900.0), (1e9, math.inf, 1e9)],
+)
+def test_a_delay_is_shortened_to_what_the_broker_can_hold(
+    delay: float, longest: float, expected: float
+) -> None:
+    assert feasible_delay(delay, longest) == expected

@@ -279,6 +279,20 @@ class TransportContract:
             await transport.send(queue, b"too late", delay=self.MAX_DELAY_S + 1)
         await self.assert_waiting(transport, queue, 0)
 
+    async def test_the_advertised_longest_delay_is_accepted(
+        self, make_transport: MakeTransport, queue: str
+    ) -> None:
+        # The sidecar shortens longer retry delays to this, so it must really be accepted.
+        transport = await make_transport()
+        longest = transport.max_delay_seconds
+        if self.MAX_DELAY_S is None:
+            assert longest == float("inf")
+            longest = 10 * 365 * 86400.0
+        else:
+            assert 0 < longest <= self.MAX_DELAY_S
+
+        await transport.send(queue, b"as late as it gets", delay=longest)
+
     async def test_the_transport_recovers_after_the_broker_comes_back(
         self, make_transport: MakeTransport, queue: str, broker: BrokerControl | None
     ) -> None:

@@ -11,9 +11,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-import prometheus_client
-
-from asya_crew import config
+from asya_crew import config, exposition
 from asya_runtime import runtime
 
 # role -> (handler, the variable naming its store)
@@ -42,21 +40,19 @@ def run(role: str, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ
     try:
         config.store_url(env, store_variable)
-        metrics = config.metrics_address(env)
+        exposition.serve(env)
     except config.ConfigError as exc:
         _complain(str(exc))
         return EXIT_BAD_CONFIG
+    except OSError as exc:
+        metrics = config.metrics_address(env)
+        _complain(
+            f"cannot serve metrics on {metrics.host}:{metrics.port} ({exc}); free the port "
+            f"or choose another with {config.METRICS_PORT} (0 turns metrics off)"
+        )
+        return EXIT_SERVE_FAILED
     if not env.get("ASYA_HANDLER", "").strip():
         env["ASYA_HANDLER"] = handler
-    if metrics.port:
-        try:
-            prometheus_client.start_http_server(metrics.port, addr=metrics.host)
-        except OSError as exc:
-            _complain(
-                f"cannot serve metrics on {metrics.host}:{metrics.port} ({exc}); free the port "
-                f"or choose another with {config.METRICS_PORT} (0 turns metrics off)"
-            )
-            return EXIT_SERVE_FAILED
     return runtime.main()
 
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from asya_crew import config, record, stores
+from asya_crew import config, exposition, record, stores
 from asya_shared import names
 
 FAILED = "failed"
@@ -25,6 +25,8 @@ class Sink:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.store = stores.open_store(config.store_url(env, config.RESULT_STORE), environ=env)
+        if environ is None:  # built by the runtime in a crew pod, not by a test
+            exposition.serve_from_handler(env)
 
     async def handle(self, payload: Any) -> AsyncGenerator[Any, Any]:
         fields: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from asya_crew import config, record, stores
+from asya_crew import config, exposition, record, stores
 
 UNKNOWN = "unknown"
 
@@ -35,6 +35,8 @@ class Sump:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.store = stores.open_store(config.store_url(env, config.SUMP_STORE), environ=env)
+        if environ is None:  # built by the runtime in a crew pod, not by a test
+            exposition.serve_from_handler(env)
 
     async def handle(self, payload: Any) -> AsyncGenerator[Any, Any]:
         fields: dict[str, Any] = {}

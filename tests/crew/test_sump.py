@@ -115,10 +115,17 @@ def scrape(port: int) -> dict[tuple[str, str], float]:
     }
 
 
-def test_sump_process_stores_and_exposes_the_counter(start_crew: CrewFactory, root: Path) -> None:
+# "role": `python -m asya_crew sump` (asya dev); "handler": the runtime file with ASYA_HANDLER,
+# as the crew's pods run it on a cluster, where the handler class starts the endpoint.
+@pytest.mark.parametrize(
+    "launch", [{"role": "sump"}, {"handler": "asya_crew.sump.Sump.handle"}], ids=["role", "handler"]
+)
+def test_sump_process_stores_and_exposes_the_counter(
+    start_crew: CrewFactory, root: Path, launch: dict[str, str]
+) -> None:
     port = free_port()
     crew = start_crew(
-        role="sump",
+        **launch,
         env={
             "ASYA_SUMP_STORE": f"file://{root}",
             "ASYA_CREW_METRICS_PORT": str(port),

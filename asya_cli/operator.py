@@ -11,6 +11,20 @@ import os
 import sys
 from typing import Any
 
+# Next to kopf's liveness port (8080 in the Helm chart), as the crew's metrics are.
+METRICS_PORT = 8081
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, or 0."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not in 0-65535")
+    return port
+
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
@@ -42,6 +56,20 @@ def add_parser(commands: Any) -> None:
         "--liveness",
         metavar="URL",
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=port_number,
+        default=METRICS_PORT,
+        metavar="PORT",
+        help=f"serve Prometheus metrics on /metrics at this port (default {METRICS_PORT}; "
+        "0 turns them off)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",  # Prometheus scrapes from outside the pod
+        metavar="HOST",
+        help="address the metrics endpoint listens on (default 0.0.0.0)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     parser.set_defaults(func=run)
@@ -99,6 +127,19 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
 
+    from asya_operator import metrics
+
+    # Before kopf, so a taken port stops the command at once rather than after login.
+    try:
+        served = metrics.serve(args.metrics_host, args.metrics_port)
+    except OSError as exc:
+        print(
+            f"asya operator: cannot serve metrics on {args.metrics_host}:{args.metrics_port} "
+            f"({exc}); free the port or choose another with --metrics-port (0 turns metrics off)",
+            file=sys.stderr,
+        )
+        return 2
+
     kopf.configure(verbose=bool(args.verbose))
     try:
         kopf.run(
@@ -111,4 +152,9 @@ def run(args: argparse.Namespace) -> int:
         cause = exc.__cause__ or exc
         print(f"asya operator: {cause}", file=sys.stderr)
         return 1
+    finally:
+        if served is not None:
+            server, _thread = served
+            server.shutdown()
+            server.server_close()
     return 0

@@ -39,6 +39,7 @@ from asya_operator.config import (
     TransportConfig,
     load,
 )
+from asya_operator.metrics import METRICS
 from asya_operator.queues import BrokerUnavailable, QueueAdmin, QueueAdminError, QueueGone
 
 FINALIZER = "asya.sh/finalizer"
@@ -243,6 +244,7 @@ async def write_status(
         queue_depth=queue_depth,
         terminating=terminating,
     )
+    METRICS.record_status(str(namespace), name, new)
     if not status.changed(old, new):
         return
     try:
@@ -270,7 +272,7 @@ def _uid(body: kopf.Body) -> str:
 
 
 async def reconcile(state: State, body: kopf.Body, logger: kopf.Logger, retry: int) -> None:
-    async with state.lock(_uid(body)):
+    async with state.lock(_uid(body)), METRICS.reconcile():
         await _reconcile(state, body, logger, retry)
 
 
@@ -302,7 +304,8 @@ async def _reconcile(state: State, body: kopf.Body, logger: kopf.Logger, retry: 
     outcome.queue, outcome.transport = queue, transport_name
 
     try:
-        await state.admin().ensure(transport_name, transport, queue)
+        with METRICS.queue_operation("ensure"):
+            await state.admin().ensure(transport_name, transport, queue)
     except BrokerUnavailable as exc:
         old = body.get("status") or {}
         outcome.conditions.append(status.broker_unavailable(transport_name, str(exc)))
@@ -498,7 +501,8 @@ async def refresh_once(state: State, body: kopf.Body) -> None:
     transport = state.config.transports[transport_name]
     depth: int | None = None
     try:
-        depth = await state.admin().depth(transport_name, transport, queue)
+        with METRICS.queue_operation("depth"):
+            depth = await state.admin().depth(transport_name, transport, queue)
         outcome.conditions.append(status.queue_ready(queue, transport_name))
     except BrokerUnavailable as exc:
         outcome.conditions.append(status.broker_unavailable(transport_name, str(exc)))
@@ -545,8 +549,13 @@ def _permanent(condition: Mapping[str, Any] | None) -> bool:
 async def deleted(
     body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **_: Any
 ) -> None:
+    await remove_queue(state_of(memo), body, logger, retry)
+    # Only once the queue is settled: until then a retry shows the actor as Terminating.
+    METRICS.forget(str(body.metadata.namespace), str(body.metadata.name))
+
+
+async def remove_queue(state: State, body: kopf.Body, logger: kopf.Logger, retry: int) -> None:
     """Remove the queue as spec.queue.deletionPolicy says; owned objects go by GC."""
-    state = state_of(memo)
     old = body.get("status") or {}
     spec = body.get("spec") or {}
     policy = str(
@@ -573,9 +582,11 @@ async def deleted(
         return
     admin = state.admin()
     try:
-        depth = await admin.depth(transport_name, transport, queue)
+        with METRICS.queue_operation("depth"):
+            depth = await admin.depth(transport_name, transport, queue)
         if policy == models.DeletionPolicy.DELETE or depth == 0:
-            await admin.delete(transport_name, transport, queue)
+            with METRICS.queue_operation("delete"):
+                await admin.delete(transport_name, transport, queue)
             logger.info("deleted queue %s on %s", queue, transport_name)
             return
     except QueueGone:

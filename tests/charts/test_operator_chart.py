@@ -181,18 +181,34 @@ def test_liveness_probe_matches_the_liveness_endpoint(values: dict[str, Any]) ->
     command = main["command"]
     url = command[command.index("--liveness") + 1]
     assert url == "http://0.0.0.0:8080/healthz"
-    (port,) = main["ports"]
-    assert port["containerPort"] == 8080
+    ports = {p["name"]: p for p in main["ports"]}
+    assert ports["health"]["containerPort"] == 8080
     for probe in ("livenessProbe", "readinessProbe"):
-        assert main[probe]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+        assert main[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     service = one(objects, "Service")
-    (service_port,) = service["spec"]["ports"]
-    assert service_port["targetPort"] == port["name"]
+    targets = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+    assert targets["health"] == "health"
     pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
 
 
-def test_service_monitor_scrapes_the_service_port() -> None:
+@pytest.mark.parametrize("values", [*CASES, {"metricsPort": 9100, "service": {"metricsPort": 80}}])
+def test_metrics_port_is_the_one_the_operator_serves(values: dict[str, Any]) -> None:
+    objects = rendered(values)
+    main = container(objects)
+    command = main["command"]
+    served = int(command[command.index("--metrics-port") + 1])
+    assert served == values.get("metricsPort", 8081)
+    ports = {p["name"]: p for p in main["ports"]}
+    assert sorted(ports) == ["health", "metrics"]
+    assert ports["metrics"]["containerPort"] == served
+    service = one(objects, "Service")
+    (metrics,) = [p for p in service["spec"]["ports"] if p["name"] == "metrics"]
+    assert metrics["targetPort"] == "metrics"
+    assert metrics["port"] == values.get("service", {}).get("metricsPort", 8081)
+
+
+def test_service_monitor_scrapes_the_metrics_port() -> None:
     objects = rendered(values_of("namespaced"))
     monitor = one(objects, "ServiceMonitor")
     service = one(objects, "Service")
@@ -202,7 +218,9 @@ def test_service_monitor_scrapes_the_service_port() -> None:
         service["metadata"]["labels"].items()
     )
     (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["port"] == "metrics"
+    assert endpoint["path"] == "/metrics"
+    assert "metrics" in [p["name"] for p in service["spec"]["ports"]]
     assert not of_kind(rendered({}), "ServiceMonitor")
 
 

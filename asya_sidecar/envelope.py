@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from asya_shared import names
+from asya_sidecar import codec
 
 
 class Phase(StrEnum):
@@ -123,7 +123,7 @@ def parse_timestamp(value: Any) -> datetime.datetime | None:
 
 
 def encode(fields: Mapping[str, Any]) -> bytes:
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+    return codec.dumps(fields)
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -132,7 +132,7 @@ def encode(fields: Mapping[str, Any]) -> bytes:
 def parse(body: bytes, *, actor: str) -> Envelope | Invalid:
     """Parse one message addressed to `actor`; anything else is Invalid with a reason."""
     try:
-        fields = json.loads(body)
+        fields = codec.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         return Invalid(Reason.PARSE_ERROR, f"not valid JSON: {exc}")
     if not isinstance(fields, dict):

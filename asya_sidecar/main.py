@@ -12,8 +12,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from asya_shared import env as variables
 from asya_sidecar import config as sidecar_config
 from asya_sidecar import logs, transports
 from asya_sidecar.admin_server import AdminServer
@@ -45,7 +46,25 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     except (ValueError, ImportError) as exc:
         log.error("cannot use transport %r: %s", config.transport, exc)
         return EXIT_BAD_CONFIG
-    return asyncio.run(serve(config, transport))
+    with asyncio.Runner(loop_factory=event_loop_factory(env)) as runner:
+        return runner.run(serve(config, transport))
+
+
+def event_loop_factory(
+    environ: Mapping[str, str],
+) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the `fast` extra), else asyncio's own.
+
+    The sidecar spends most of its time in the event loop and socket writes; uvloop does both
+    in C. ASYA_EVENT_LOOP=asyncio keeps the standard loop (for comparison or debugging).
+    """
+    if environ.get(variables.EVENT_LOOP, "").strip().lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def serve(config: SidecarConfig, transport: Transport) -> int:

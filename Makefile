@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Re-install only when the dependency list changes, so a second `make test` is quick.
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint fmt clean demo crds
+.PHONY: install test lint fmt clean demo crds bench
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ test: install
 # asya_operator/models.py; a test fails when either is stale.
 crds: install
 	$(PY) -m asya_operator.crd
+
+# Asya against a bare forwarder on the same broker (RabbitMQ unless told otherwise, e.g.
+# `make bench BENCH_ARGS="--transport local"`); the summary goes to bench/results/<transport>.json.
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -4,36 +4,21 @@ node, skipped where the node is absent), transition rules (`oldSelf`) only on up
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
-import celpy
 import pytest
 from celpy import celtypes
-from celpy.adapter import json_to_cel
 
 from asya_operator.crd import apply_defaults
-from tests.operator.test_crd import SCHEMA, examples, manifest, openapi_errors, walk
+from tests.operator.test_crd import SCHEMA, examples, manifest, openapi_errors
+from tests.support.schemas import cel_program, cel_value, walk
 
 RULES = [
     (path or "<root>", rule["rule"])
     for path, node in walk(SCHEMA)
     for rule in node.get("x-kubernetes-validations", [])
 ]
-_ENV = celpy.Environment()
-
-
-@functools.cache
-def _program(expression: str) -> celpy.Runner:
-    return _ENV.program(_ENV.compile(expression))
-
-
-def _cel(value: Any) -> Any:
-    # The API server treats null fields as absent.
-    if isinstance(value, dict):
-        value = {k: v for k, v in value.items() if v is not None}
-    return json_to_cel(value)
 
 
 @dataclass(frozen=True)
@@ -49,17 +34,17 @@ def _evaluate(schema: dict[str, Any], new: Any, old: Any, path: str) -> list[Ref
         transition = "oldSelf" in rule["rule"]
         if transition and old is None:
             continue
-        activation = {"self": _cel(new)}
+        activation = {"self": cel_value(new)}
         if transition:
-            activation["oldSelf"] = _cel(old)
-        result = _program(rule["rule"]).evaluate(activation)
+            activation["oldSelf"] = cel_value(old)
+        result = cel_program(rule["rule"]).evaluate(activation)
         # An evaluation error would refuse the request in the API server too, with a message
         # nobody understands: a rule must give a boolean for every schema-valid object.
         assert isinstance(result, celtypes.BoolType), f"{path}: {rule['rule']} gave {result!r}"
         if not result:
             message = rule["message"]
             if "messageExpression" in rule:
-                message = str(_program(rule["messageExpression"]).evaluate(activation))
+                message = str(cel_program(rule["messageExpression"]).evaluate(activation))
             refusals.append(Refusal(path or "<root>", rule["rule"], message))
     old_map = old if isinstance(old, dict) else {}
     if isinstance(new, dict):
@@ -544,7 +529,7 @@ def test_rules_on_absent_nodes_are_skipped() -> None:
 def test_every_rule_and_message_expression_compiles() -> None:
     for _, node in walk(SCHEMA):
         for rule in node.get("x-kubernetes-validations", []):
-            _program(rule["rule"])
+            cel_program(rule["rule"])
             if "messageExpression" in rule:
-                _program(rule["messageExpression"])
+                cel_program(rule["messageExpression"])
     assert len(RULES) >= 12

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from kubernetes_validate.utils import latest_version
 from asya_operator import crd
 from asya_operator.crd import apply_defaults, build_crd
 from asya_operator.models import AsyncActor, AsyncActorSpec
+from tests.support.schemas import closed, walk
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = build_crd()
@@ -30,33 +30,6 @@ DOCS = ROOT / "docs" / "asyncactor.md"
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every schema node with its path (`.name` for properties, `[]` items, `.*` map values)."""
-    yield path, node
-    for name, sub in node.get("properties", {}).items():
-        yield from walk(sub, f"{path}.{name}")
-    if "items" in node:
-        yield from walk(node["items"], f"{path}[]")
-    if isinstance(node.get("additionalProperties"), dict):
-        yield from walk(node["additionalProperties"], f"{path}.*")
-
-
-def closed(node: dict[str, Any]) -> dict[str, Any]:
-    """The schema as `kubectl apply` (strict field validation) applies it: an object that does
-    not preserve unknown fields refuses them, instead of pruning them silently. metadata is
-    the API server's ObjectMeta: the CRD only restricts its name."""
-    out = copy.deepcopy(node)
-    for path, sub in walk(out):
-        if (
-            path != ".metadata"
-            and sub.get("type") == "object"
-            and not sub.get("x-kubernetes-preserve-unknown-fields")
-            and "additionalProperties" not in sub
-        ):
-            sub["additionalProperties"] = False
-    return out
 
 
 # jsonschema ignores the x-kubernetes-* keys, as unknown keywords; the CEL rules are not here.

@@ -60,22 +60,22 @@ def validate(objects: Iterable[dict[str, Any]]) -> None:
 # ------------------------------------------------------------------------- AsyncActor CRD
 
 
-def _nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     yield path, node
     for name, sub in node.get("properties", {}).items():
-        yield from _nodes(sub, f"{path}.{name}")
+        yield from walk(sub, f"{path}.{name}")
     if "items" in node:
-        yield from _nodes(node["items"], f"{path}[]")
+        yield from walk(node["items"], f"{path}[]")
     if isinstance(node.get("additionalProperties"), dict):
-        yield from _nodes(node["additionalProperties"], f"{path}.*")
+        yield from walk(node["additionalProperties"], f"{path}.*")
 
 
-def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+def closed(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema as `kubectl apply` (strict field validation) applies it: an object that does
     not preserve unknown fields refuses them instead of pruning them. metadata is the API
     server's ObjectMeta, which the CRD only restricts."""
     out = copy.deepcopy(schema)
-    for path, node in _nodes(out):
+    for path, node in walk(out):
         if (
             path != ".metadata"
             and node.get("type") == "object"
@@ -90,11 +90,11 @@ _CEL = celpy.Environment()
 
 
 @functools.cache
-def _program(expression: str) -> celpy.Runner:
+def cel_program(expression: str) -> celpy.Runner:
     return _CEL.program(_CEL.compile(expression))
 
 
-def _cel(value: Any) -> Any:
+def cel_value(value: Any) -> Any:
     # The API server treats null fields as absent.
     if isinstance(value, dict):
         value = {k: v for k, v in value.items() if v is not None}
@@ -108,7 +108,7 @@ class CrdValidator:
     def __init__(self, crd: dict[str, Any]) -> None:
         self.schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         # jsonschema ignores the x-kubernetes-* keywords; the CEL rules are evaluated below.
-        self._openapi = jsonschema.Draft7Validator(_closed(self.schema))
+        self._openapi = jsonschema.Draft7Validator(closed(self.schema))
 
     @classmethod
     def from_file(cls, path: Path) -> CrdValidator:
@@ -127,7 +127,7 @@ class CrdValidator:
         for rule in schema.get("x-kubernetes-validations", []):
             if "oldSelf" in rule["rule"]:
                 continue
-            result = _program(rule["rule"]).evaluate({"self": _cel(value)})
+            result = cel_program(rule["rule"]).evaluate({"self": cel_value(value)})
             if not isinstance(result, celtypes.BoolType) or not result:
                 problems.append(f"{path or '<root>'}: {rule['message']}")
         if isinstance(value, dict):

@@ -97,6 +97,22 @@ class Receiver(Protocol):
     async def aclose(self) -> None: ...
 
 
+class ClosesOnExit:
+    """`async with transport:` support shared by every transport: leaving the block closes it,
+    whatever `close()` means for that broker."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
 @runtime_checkable
 class Transport(Protocol):
     """A connection to one broker. Use as `async with transport:`; safe for concurrent use."""

@@ -30,12 +30,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import NamedTuple, Self, TypeVar
 
 from asya_shared import env
 from asya_shared.durations import positive_duration_from_env
 from asya_sidecar.transports.base import (
+    ClosesOnExit,
     MessageTooLarge,
     QueueNotFound,
     Receiver,
@@ -282,7 +282,7 @@ def _extend(conn: sqlite3.Connection, handle: tuple[int, str], seconds: float) -
 # --- The asyncio shell ------------------------------------------------------------------------
 
 
-class LocalTransport:
+class LocalTransport(ClosesOnExit):
     """Queues in `<state_dir>/queues.sqlite3`, shared by every process that opens the same dir."""
 
     name = "local"
@@ -321,14 +321,6 @@ class LocalTransport:
     async def __aenter__(self) -> Self:
         await self._call(lambda conn: None)  # open and migrate now, so errors surface here
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Stop receivers, return unsettled deliveries to their queues, close the file."""

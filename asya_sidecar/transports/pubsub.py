@@ -77,7 +77,6 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Iterator, Mapping
-from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -87,6 +86,7 @@ from gcloud.aio.pubsub import PublisherClient, PubsubMessage, SubscriberClient, 
 from asya_shared import env
 from asya_shared.durations import positive_duration_from_env
 from asya_sidecar.transports.base import (
+    ClosesOnExit,
     Delivery,
     MessageTooLarge,
     QueueNotFound,
@@ -578,7 +578,7 @@ class PubSubReceiver:
 # --- The transport ----------------------------------------------------------------------------
 
 
-class PubSubTransport:
+class PubSubTransport(ClosesOnExit):
     """One project's Pub/Sub, or an emulator (implements base.Transport)."""
 
     name = "pubsub"
@@ -654,14 +654,6 @@ class PubSubTransport:
         # start-up. Entering again after a failure tries again.
         await self._probe()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._closed:

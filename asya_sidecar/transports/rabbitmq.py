@@ -53,7 +53,6 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -73,6 +72,7 @@ from aiormq.exceptions import (
 )
 
 from asya_sidecar.transports.base import (
+    ClosesOnExit,
     Delivery,
     MessageTooLarge,
     QueueNotFound,
@@ -577,7 +577,7 @@ class RabbitMQReceiver:
         self._inbox.put_nowait(delivery)
 
 
-class RabbitMQTransport:
+class RabbitMQTransport(ClosesOnExit):
     """A connection to one RabbitMQ broker (implements base.Transport)."""
 
     name = "rabbitmq"
@@ -628,14 +628,6 @@ class RabbitMQTransport:
         # Connect now, so that a wrong URL or a broker that is down shows at start-up.
         await self._publish_link.connection()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._closed:

@@ -80,7 +80,6 @@ import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from types import TracebackType
 from typing import Any, Final, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
@@ -92,6 +91,7 @@ from botocore import exceptions as boto  # type: ignore[import-untyped]
 from asya_shared import env, names
 from asya_shared.durations import positive_duration_from_env
 from asya_sidecar.transports.base import (
+    ClosesOnExit,
     Delivery,
     MessageTooLarge,
     QueueNotFound,
@@ -696,7 +696,7 @@ class SQSReceiver:
             await self._transport._hide(self.queue, url, message, hold)
 
 
-class SQSTransport:
+class SQSTransport(ClosesOnExit):
     """A client of one SQS endpoint (implements base.Transport)."""
 
     name = "sqs"
@@ -804,14 +804,6 @@ class SQSTransport:
                 ) from exc
             self._entered = True
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Stop receivers, give back every unsettled delivery, close the client."""

@@ -47,6 +47,8 @@ TIMEOUT_HEADER = "x-asya-timeout"
 SOCKET_NAME = "asya-runtime.sock"
 READY_NAME = "runtime-ready"
 DEFAULT_SOCKET_DIR = "/var/run/asya"
+# asyncio.timeout (Python 3.11+); older Pythons fall back to asyncio.wait_for.
+_timeout_scope: Callable[[float], Any] | None = getattr(asyncio, "timeout", None)
 
 log = logging.getLogger("asya.runtime")
 
@@ -645,12 +647,25 @@ class Invoker:
         async with self._slots:
             if timeout is None:
                 return await self._run(envelope)
+            if _timeout_scope is None:  # Python < 3.11
+                try:
+                    return await asyncio.wait_for(self._run(envelope), timeout)
+                except asyncio.TimeoutError:
+                    raise self._timed_out(timeout) from None
+            # asyncio.timeout runs the call in this task, where wait_for would start one
+            # more task per call; and it tells its own expiry from a handler that raised
+            # TimeoutError.
+            scope = _timeout_scope(timeout)
             try:
-                return await asyncio.wait_for(self._run(envelope), timeout)
-            except asyncio.TimeoutError:
-                raise ActorTimeout(
-                    f"{self.handler.spec} did not finish within {timeout:g}s"
-                ) from None
+                async with scope:
+                    return await self._run(envelope)
+            except TimeoutError:
+                if scope.expired():
+                    raise self._timed_out(timeout) from None
+                raise
+
+    def _timed_out(self, timeout: float) -> ActorTimeout:
+        return ActorTimeout(f"{self.handler.spec} did not finish within {timeout:g}s")
 
     async def _run(self, envelope: dict[str, Any]) -> Outcome:
         kind, func = self.handler.kind, self.handler.func

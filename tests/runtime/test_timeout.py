@@ -73,3 +73,16 @@ def test_without_the_header_there_is_no_limit(start_runtime: RuntimeFactory) -> 
     runtime = start_runtime("timing.sync_sleep")
 
     assert call(runtime, {"sleep_s": 0.3}, None).status_code == 200
+
+
+def test_a_handler_raising_timeouterror_in_time_is_its_own_error_not_an_actor_timeout(
+    start_runtime: RuntimeFactory,
+) -> None:
+    runtime = start_runtime("timing.async_raises_timeout")
+
+    answer = call(runtime, {"message": "the model server timed out"}, "5")
+
+    assert answer.status_code == 500
+    details = answer.json()["details"]
+    assert details["type"] == "TimeoutError"
+    assert details["message"] == "the model server timed out"

@@ -37,3 +37,7 @@ async def async_sleep(payload):
 def sync_sleep(payload):
     time.sleep(payload["sleep_s"])
     return {"slept": payload["sleep_s"]}
+
+
+async def async_raises_timeout(payload):
+    raise TimeoutError(payload["message"])

@@ -15,8 +15,8 @@ import asyncio
 import datetime
 import json
 import logging
+import os
 import random
-import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -123,34 +123,39 @@ class Consumer:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         receiver = self.transport.receive(self.config.queue, prefetch=self.config.concurrency)
+        self._problem = ""
+        # One task takes deliveries in a plain loop, rather than a task and a wait per
+        # delivery; stopping or losing the runtime cancels it, and a receiver loses nothing
+        # to a cancelled wait (the transport contract tests this).
+        reader = asyncio.create_task(self._take_all(receiver))
         stop_wait = asyncio.create_task(stop.wait())
         down_wait = asyncio.create_task(self._runtime_down.wait())
-        pending: asyncio.Task[Delivery] | None = None
-        self._problem = ""
         try:
-            while True:
-                if pending is None:
-                    pending = asyncio.create_task(_next(receiver))
-                done, _ = await asyncio.wait(
-                    {pending, stop_wait, down_wait}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if pending not in done:
-                    break
-                try:
-                    delivery = pending.result()
-                except TransportError as exc:
-                    await self._subscription_failed(exc, stop)
-                    break
-                finally:
-                    pending = None
-                task = asyncio.create_task(self._handle(delivery))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            await asyncio.wait({reader, stop_wait, down_wait}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiter in (pending, stop_wait, down_wait):
-                if waiter is not None:
-                    waiter.cancel()
-            await receiver.aclose()
+            for waiter in (reader, stop_wait, down_wait):
+                waiter.cancel()
+            try:
+                await asyncio.wait({reader})
+            finally:
+                await receiver.aclose()
+        if reader.cancelled():
+            return
+        failure = reader.exception()
+        if failure is None and not stop.is_set():
+            failure = TransportError(f"the subscription to {self.config.queue} ended")
+        if isinstance(failure, TransportError):
+            await self._subscription_failed(failure, stop)
+        elif failure is not None:
+            raise failure
+
+    async def _take_all(self, receiver: Receiver) -> None:
+        """Start a _handle task for every delivery, until cancelled or the receiver fails."""
+        tasks = self._tasks
+        async for delivery in receiver:
+            task = asyncio.create_task(self._handle(delivery))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def _subscription_failed(self, exc: TransportError, stop: asyncio.Event) -> None:
         if isinstance(exc, QueueNotFound) and self.config.queue_autocreate:
@@ -311,15 +316,16 @@ class Consumer:
         return routing.reject(body, invalid, self._context({}))
 
     def _context(self, headers: Mapping[str, Any]) -> routing.Context:
+        noise = os.urandom(40)  # one system call for the three ids, not three
         return routing.Context(
             actor=self.config.actor,
             now=self.clock(),
             trace=continue_trace(
                 headers.get("traceparent"),
-                new_trace_id=secrets.token_hex(16),
-                new_span_id=secrets.token_hex(8),
+                new_trace_id=noise[:16].hex(),
+                new_span_id=noise[16:24].hex(),
             ),
-            new_id=str(uuid.uuid4()),
+            new_id=str(uuid.UUID(bytes=noise[24:], version=4)),
             max_message_bytes=self.transport.max_message_bytes,
             crew_retry_delay=self.config.crew_retry_delay,
             resiliency=self.config.resiliency,
@@ -401,10 +407,6 @@ async def _extend_periodically(delivery: Delivery, lease: float) -> None:
             await delivery.extend(lease)
         except TransportError as exc:
             log.warning("could not extend the lease of a delivery in progress: %s", exc)
-
-
-async def _next(receiver: Receiver) -> Delivery:
-    return await receiver.__anext__()
 
 
 async def _quietly(settle: Any) -> None:

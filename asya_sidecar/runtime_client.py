@@ -103,7 +103,9 @@ class RuntimeClient:
         )
         backstop = timeout + self._backstop_grace
         try:
-            status, body = await asyncio.wait_for(self._exchange(head, envelope), backstop)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every call in a task.
+            async with asyncio.timeout(backstop):
+                status, body = await self._exchange(head, envelope)
         except TimeoutError:
             raise RuntimeTimeout(f"the runtime did not answer within {backstop:g}s") from None
         return _interpret(status, body)

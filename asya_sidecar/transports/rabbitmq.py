@@ -58,6 +58,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 import aio_pika.abc
+import aiormq
+import pamqp.commands
 import pamqp.exceptions
 from aiormq.exceptions import (
     AMQPConnectionError,
@@ -102,6 +104,8 @@ MAX_TIMER_MS: Final = 2**32 - 1
 MAX_DELAY_SECONDS: Final = 4_200_000.0
 # AMQP queue names (and routing keys) are short strings: at most 255 bytes.
 MAX_NAME_BYTES: Final = 255
+# AMQP delivery mode 2: the broker writes the message to disk.
+PERSISTENT: Final = 2
 
 # Everything the AMQP stack raises: aiormq's errors (aio-pika re-exports them), pamqp's
 # framing errors, socket errors and timeouts (OSError), and the RuntimeErrors aio-pika uses
@@ -443,11 +447,19 @@ class RabbitMQDelivery:
         # Failing here means the channel died after the check above: the broker returns
         # every unsettled message of a dead channel to its queue, which is all a stale
         # settle may do.
+        message = self._message
+        tag = message.delivery_tag
+        if tag is None:  # only consumers with no_ack get no tag; ours always acks
+            return
+        # wait=False: the frame is queued for the connection's writer, in order, and we do
+        # not wait for the socket to drain. Queued frames still go out before a later
+        # channel.close; if the process dies first, the broker redelivers (a duplicate,
+        # never a loss), just as when an ack is lost on the wire.
         with contextlib.suppress(*_SDK_ERRORS):
             if ack:
-                await self._message.ack()
+                await message.channel.basic_ack(tag, wait=False)
             else:
-                await self._message.nack(requeue=True)
+                await message.channel.basic_nack(tag, requeue=True, wait=False)
 
 
 class RabbitMQReceiver:
@@ -608,6 +620,7 @@ class RabbitMQTransport(ClosesOnExit):
         self._publish_link = _Link(url, role="publish")
         self._consume_link = _Link(url, role="consume")
         self._publisher: aio_pika.abc.AbstractChannel | None = None
+        self._publisher_underlay: aiormq.Channel | None = None
         self._publisher_lock = asyncio.Lock()
         # Declares, deletes and depth reads share one channel, one at a time: a failing one
         # (404, 406) closes the channel and would fail the others with the wrong error.
@@ -656,12 +669,21 @@ class RabbitMQTransport(ClosesOnExit):
         routing_key = queue
         if delay > 0:
             routing_key = await self._delay_queue(queue, delay)
-        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         with _edge(routing_key, "send to"):
             channel = await self._publisher_channel()
             async with asyncio.timeout(OPERATION_TIMEOUT_S):
-                await channel.default_exchange.publish(
-                    message, routing_key=routing_key, mandatory=True
+                # Straight to aiormq: aio-pika's Message and Exchange layers only add
+                # objects here. wait=False lets the channel's lock go as soon as the frames
+                # are queued, rather than after the socket drained, so concurrent sends do
+                # not queue behind each other's writes; the broker's confirm is still
+                # awaited. A fresh Properties each time, because aiormq writes a message id
+                # into it.
+                await channel.basic_publish(
+                    body,
+                    routing_key=routing_key,
+                    properties=pamqp.commands.Basic.Properties(delivery_mode=PERSISTENT),
+                    mandatory=True,
+                    wait=False,
                 )
 
     async def ensure_queue(self, queue: str) -> None:
@@ -713,12 +735,22 @@ class RabbitMQTransport(ClosesOnExit):
             )
         return name
 
-    async def _publisher_channel(self) -> aio_pika.abc.AbstractChannel:
+    async def _publisher_channel(self) -> aiormq.Channel:
+        publisher = self._publisher
+        if publisher is not None and not publisher.is_closed and self._publisher_underlay:
+            return self._publisher_underlay
         connection = await self._publish_link.connection()
         async with self._publisher_lock:
-            if self._publisher is None or self._publisher.is_closed:
+            if self._publisher is None or self._publisher.is_closed or not self._publisher_underlay:
+                self._publisher_underlay = None
                 self._publisher = await _open_channel(connection, confirms=True)
-            return self._publisher
+                underlay = await self._publisher.get_underlay_channel()
+                # aio-pika hands out the concrete aiormq channel, whose basic_publish takes
+                # `wait` (the abstract one does not declare it).
+                assert isinstance(underlay, aiormq.Channel)
+                self._publisher_underlay = underlay
+            assert self._publisher_underlay is not None
+            return self._publisher_underlay
 
     async def _on_admin_channel(
         self, call: Callable[[aio_pika.abc.AbstractChannel], Awaitable[T]]

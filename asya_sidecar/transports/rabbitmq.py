@@ -52,13 +52,14 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 import aio_pika.abc
 import aiormq
+import aiormq.abc
 import pamqp.commands
 import pamqp.exceptions
 from aiormq.exceptions import (
@@ -343,7 +344,7 @@ class _Subscription:
         self.channel = channel
         self.lost = asyncio.Event()
         self.held = 0  # handed out by __anext__ and not settled yet
-        self._queue: aio_pika.abc.AbstractQueue | None = None
+        self._underlay: aiormq.abc.AbstractChannel | None = None
         self._consumer_tag: str | None = None
         self._retired = False
         channel.close_callbacks.add(self._on_closed)
@@ -356,23 +357,26 @@ class _Subscription:
 
     async def start(
         self,
-        queue: aio_pika.abc.AbstractQueue,
-        on_message: Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]],
+        queue: str,
+        on_message: Callable[[aiormq.abc.DeliveredMessage], Coroutine[Any, Any, None]],
     ) -> None:
         underlay = await self.channel.get_underlay_channel()
         # The broker cancels a consumer whose queue was deleted, without closing the channel.
         underlay.on_consumer_cancel_callbacks.add(self._on_cancelled)
-        self._queue = queue
-        self._consumer_tag = await queue.consume(on_message)
+        self._underlay = underlay
+        # aiormq's consumer directly: aio-pika would build an IncomingMessage per delivery
+        # (decoding every property) that we do not need.
+        consume_ok = await underlay.basic_consume(queue, on_message)
+        self._consumer_tag = consume_ok.consumer_tag
 
     async def stop_consuming(self) -> None:
-        queue, tag, self._consumer_tag = self._queue, self._consumer_tag, None
-        if queue is None or tag is None or not self.is_open:
+        underlay, tag, self._consumer_tag = self._underlay, self._consumer_tag, None
+        if underlay is None or tag is None or not self.is_open:
             return
         # If this fails the channel is failing too, and a closed channel has no consumer.
         with contextlib.suppress(*_SDK_ERRORS):
             async with asyncio.timeout(OPERATION_TIMEOUT_S):
-                await queue.cancel(tag)
+                await underlay.basic_cancel(tag)
 
     async def settled(self) -> None:
         self.held -= 1
@@ -394,12 +398,12 @@ class _Subscription:
 class RabbitMQDelivery:
     """A message received from RabbitMQ (implements base.Delivery)."""
 
-    def __init__(
-        self, message: aio_pika.abc.AbstractIncomingMessage, subscription: _Subscription
-    ) -> None:
+    def __init__(self, message: aiormq.abc.DeliveredMessage, subscription: _Subscription) -> None:
         self._message = message
         self._subscription = subscription
-        self._count = delivery_count(message.headers, redelivered=bool(message.redelivered))
+        self._count = delivery_count(
+            message.header.properties.headers, redelivered=bool(message.redelivered)
+        )
         self._settled = False
 
     @property
@@ -568,19 +572,19 @@ class RabbitMQReceiver:
                 async with asyncio.timeout(OPERATION_TIMEOUT_S):
                     await subscription.channel.set_qos(prefetch_count=self._prefetch)
                     # Passive: never recreate a queue that was deleted on purpose.
-                    queue = await subscription.channel.get_queue(self.queue, ensure=True)
+                    await subscription.channel.get_queue(self.queue, ensure=True)
 
-                    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                    async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
                         await self._accept(message, subscription)
 
-                    await subscription.start(queue, on_message)
+                    await subscription.start(self.queue, on_message)
             except BaseException:
                 await _close_quietly(subscription.channel)
                 raise
         return subscription
 
     async def _accept(
-        self, message: aio_pika.abc.AbstractIncomingMessage, subscription: _Subscription
+        self, message: aiormq.abc.DeliveredMessage, subscription: _Subscription
     ) -> None:
         delivery = RabbitMQDelivery(message, subscription)
         if self._closed:  # arrived between aclose and the broker's cancel-ok

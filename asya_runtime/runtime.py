@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import copy
 import datetime
+import heapq
 import importlib
 import inspect
 import json
@@ -30,9 +31,10 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Tuple
 
 # Exit codes, so that a crash-looping pod says which side is wrong.
 EXIT_OK = 0
@@ -614,8 +616,10 @@ def _read_index(path: _Path, items: list[str]) -> Any:
 class Invoker:
     """Runs the handler for one envelope and turns its result into frames.
 
-    Sync handlers (and sync generators) run on a thread pool as wide as the concurrency
-    limit, async ones on the event loop; a semaphore makes requests over the limit wait.
+    The server uses `invoke` for async handlers, on the event loop, and `run_here` for sync
+    ones, in the thread of their connection (ThreadedConnections). `invoke` can still run a
+    sync handler, on a pool as wide as the concurrency limit; the pool also drives a sync
+    generator that an async callable hands back. A semaphore makes calls over the limit wait.
     """
 
     def __init__(
@@ -692,18 +696,27 @@ class Invoker:
         if inspect.isgenerator(result):
             outcome: Outcome = await self._in_thread(_drive_sync, result, Session(envelope))
             return outcome
-        if result is None:
-            return [], []
-        route = envelope["route"]
-        frame_route = {
-            "prev": route.get("prev", []),
-            "curr": route["curr"],
-            "next": route.get("next", []),
-        }
-        headers = envelope.get("headers") or {}
-        payloads = result if isinstance(result, list) else [result]
-        frames = [{"payload": p, "route": frame_route, "headers": headers} for p in payloads]
-        return frames, []
+        return _frames_of(result, envelope)
+
+    def run_here(self, envelope: dict[str, Any], loop: asyncio.AbstractEventLoop) -> Outcome:
+        """Run a sync handler (or sync generator) in the calling thread.
+
+        For thread-served connections (see ThreadedConnections): the thread that read the
+        request runs the handler, so no hand-off to a pool and back. An awaitable or async
+        generator that a sync callable returns is finished on the event loop, as in `_run`.
+        """
+        kind, func = self.handler.kind, self.handler.func
+        payload = envelope["payload"]
+        if kind == GENERATOR:
+            return _drive_sync(func(payload), Session(envelope))
+        result = func(payload)
+        if inspect.isawaitable(result) or inspect.isasyncgen(result):
+            future = asyncio.run_coroutine_threadsafe(self._plain_result(result, envelope), loop)
+            outcome: Outcome = future.result()
+            return outcome
+        if inspect.isgenerator(result):
+            return _drive_sync(result, Session(envelope))
+        return _frames_of(result, envelope)
 
     async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         work = self._pool.submit(func, *args)
@@ -719,6 +732,22 @@ class Invoker:
 
     def _thread_returned(self, _: Any) -> None:
         self.stuck_threads -= 1
+
+
+def _frames_of(result: Any, envelope: dict[str, Any]) -> Outcome:
+    """The frames for a plain (not generator) result: one per list item, none for None."""
+    if result is None:
+        return [], []
+    route = envelope["route"]
+    frame_route = {
+        "prev": route.get("prev", []),
+        "curr": route["curr"],
+        "next": route.get("next", []),
+    }
+    headers = envelope.get("headers") or {}
+    payloads = result if isinstance(result, list) else [result]
+    frames = [{"payload": p, "route": frame_route, "headers": headers} for p in payloads]
+    return frames, []
 
 
 def _call_and_drive(func: Callable[..., Any], payload: Any, session: Session) -> Outcome:
@@ -797,7 +826,15 @@ _REASONS = {
 MAX_HEADER_BYTES = 64 * 1024
 
 
-async def read_request(reader: asyncio.StreamReader) -> Request | None:
+class Reader(Protocol):
+    """What read_request needs: asyncio.StreamReader, or _BlockingReader in a thread."""
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes: ...
+
+    async def readexactly(self, n: int) -> bytes: ...
+
+
+async def read_request(reader: Reader) -> Request | None:
     """Read one request; None on a clean end of stream between requests."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -837,7 +874,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     return Request(method=method, target=target, version=version, headers=headers, body=body)
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+async def _read_chunked(reader: Reader) -> bytes:
     chunks: list[bytes] = []
     while True:
         size_line = await reader.readuntil(b"\r\n")
@@ -872,6 +909,8 @@ def dump_json(value: Any) -> bytes:
 # -------------------------------------------------------------------------------- server
 
 Response = Tuple[int, Optional[bytes]]
+# Runs the handler for one envelope: (envelope, timeout=...) -> awaitable Outcome.
+Invoke = Callable[..., Awaitable[Outcome]]
 
 
 class Server:
@@ -889,13 +928,19 @@ class Server:
         self._server: asyncio.AbstractServer | None = None
         # connection task -> True while a request is being handled on it
         self._connections: dict[asyncio.Task[None], bool] = {}
+        # Sync handlers are served a thread per connection instead (see ThreadedConnections).
+        self._threaded: ThreadedConnections | None = None
 
     async def start(self) -> None:
         os.makedirs(self.config.socket_dir, exist_ok=True)
         _remove_stale_socket(self.config.socket_path)
-        self._server = await asyncio.start_unix_server(
-            self._on_connection, path=self.config.socket_path, limit=MAX_HEADER_BYTES
-        )
+        if self.handler.kind in (SYNC, GENERATOR):
+            self._threaded = ThreadedConnections(self, asyncio.get_running_loop())
+            self._threaded.start()
+        else:
+            self._server = await asyncio.start_unix_server(
+                self._on_connection, path=self.config.socket_path, limit=MAX_HEADER_BYTES
+            )
         _write_ready_file(self.config.ready_path, self.handler.spec)
 
     def request_restart(self, reason: str) -> None:
@@ -911,6 +956,8 @@ class Server:
         _remove_quietly(self.config.ready_path)
         if self._server is not None:
             self._server.close()
+        if self._threaded is not None:
+            await self._threaded.drain()
         for task, busy in list(self._connections.items()):
             if not busy:
                 task.cancel()
@@ -960,12 +1007,13 @@ class Server:
             if not keep_alive:
                 return
 
-    async def dispatch(self, request: Request) -> Response:
+    async def dispatch(self, request: Request, invoke: Invoke | None = None) -> Response:
+        """The answer to one request; `invoke` runs the handler (by default on this loop)."""
         path = request.target.split("?", 1)[0]
         if path == "/invoke":
             if request.method != "POST":
                 return _error(405, "method_not_allowed", f"{request.method} /invoke: use POST")
-            return await self._invoke(request)
+            return await self._invoke(request, invoke or self.invoker.invoke)
         if path == "/healthz":
             if request.method not in ("GET", "HEAD"):
                 return _error(405, "method_not_allowed", f"{request.method} /healthz: use GET")
@@ -974,7 +1022,7 @@ class Server:
             return 200, dump_json({"status": "ok", "handler": self.handler.spec})
         return _error(404, "not_found", f"no route {path!r}; try POST /invoke or GET /healthz")
 
-    async def _invoke(self, request: Request) -> Response:
+    async def _invoke(self, request: Request, invoke: Invoke) -> Response:
         started = time.perf_counter()
         try:
             timeout = _timeout_of(request)
@@ -988,22 +1036,11 @@ class Server:
             return 400, dump_json({"error": "msg_parsing_error", "details": details})
         envelope_id = envelope.get("id")
         try:
-            frames, fly = await self.invoker.invoke(envelope, timeout=timeout)
+            frames, fly = await invoke(envelope, timeout=timeout)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # SystemExit from a handler must not stop the server
-            details = error_details(exc)
-            log.error(
-                "handler raised %s: %s",
-                details["type"],
-                exc,
-                extra={
-                    "envelope_id": envelope_id,
-                    "error_type": details["type"],
-                    "traceback": details["traceback"],
-                },
-            )
-            return 500, dump_json({"error": "processing_error", "details": details})
+            return handler_failed(exc, envelope_id)
         if not frames and not fly:
             return 204, None
         answer: dict[str, Any] = {"frames": frames}
@@ -1027,6 +1064,22 @@ class Server:
                 },
             )
         return 200, data
+
+
+def handler_failed(exc: BaseException, envelope_id: Any) -> Response:
+    """500 processing_error for an exception of the handler (or its timeout), logged."""
+    details = error_details(exc)
+    log.error(
+        "handler raised %s: %s",
+        details["type"],
+        exc,
+        extra={
+            "envelope_id": envelope_id,
+            "error_type": details["type"],
+            "traceback": details["traceback"],
+        },
+    )
+    return 500, dump_json({"error": "processing_error", "details": details})
 
 
 def _timeout_of(request: Request) -> float | None:
@@ -1071,6 +1124,266 @@ def _write_ready_file(path: str, spec: str) -> None:
 def _remove_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+# ------------------------------------------------------------- sync handlers: a thread each
+
+
+class _BlockingReader:
+    """StreamReader's readuntil/readexactly over a blocking socket, for read_request.
+
+    The methods are coroutines that never suspend, so the same read_request serves both
+    kinds of connection; `_run_to_end` drives them in a plain thread.
+    """
+
+    def __init__(self, sock: socket.socket, limit: int) -> None:
+        self._sock = sock
+        self._limit = limit
+        self._buffer = bytearray()
+
+    def _fill(self) -> None:
+        chunk = self._sock.recv(65536)
+        if not chunk:
+            partial = bytes(self._buffer)
+            self._buffer.clear()
+            raise asyncio.IncompleteReadError(partial, None)
+        self._buffer += chunk
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        start = 0
+        while True:
+            found = self._buffer.find(separator, start)
+            if found >= 0:
+                end = found + len(separator)
+                data = bytes(self._buffer[:end])
+                del self._buffer[:end]
+                return data
+            if len(self._buffer) > self._limit:
+                raise asyncio.LimitOverrunError("separator not found within the limit", 0)
+            start = max(0, len(self._buffer) - len(separator) + 1)
+            self._fill()
+
+    async def readexactly(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            self._fill()
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+
+def _run_to_end(coroutine: Any) -> Any:
+    """Run a coroutine that never waits on the event loop, in the calling thread."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("a thread-served request tried to wait on the event loop")
+
+
+class _Connection:
+    """A client connection served by its own thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.busy = False  # a request is being handled
+        self.closing = False  # drain shut it down while idle
+        self.abandoned = False  # the watchdog answered a timed-out call; the thread is stuck
+
+
+class _Call:
+    """One handler call with a deadline; the watchdog and the handler race to settle it."""
+
+    def __init__(self, connection: _Connection, timeout: float, envelope_id: Any) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self.envelope_id = envelope_id
+        self.lock = threading.Lock()
+        self.done = False
+        self.timed_out = False
+
+
+class ThreadedConnections:
+    """Serves a sync handler with one thread per connection.
+
+    The thread that reads a request calls the handler itself and writes the answer: no
+    hand-off to a pool and back to the event loop, which costs two context switches and a
+    wake-up of the loop per call (half of this runtime's CPU for a fast handler). The
+    sidecar keeps a connection per envelope in flight, so the threads are as many as its
+    concurrency; ASYA_RUNTIME_CONCURRENCY still bounds the calls running at once.
+
+    A call past its timeout cannot be stopped in a thread: the watchdog answers it with
+    ActorTimeout, closes that connection, and asks the server to restart once the other
+    calls are done, as the pool-based path does.
+    """
+
+    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
+        self._server = server
+        self._loop = loop
+        self._slots = threading.BoundedSemaphore(server.config.concurrency)
+        self._lock = threading.Lock()
+        self._connections: set[_Connection] = set()
+        self._gone = asyncio.Event()  # set when no connection is left to wait for
+        self._listener: socket.socket | None = None
+        self._deadlines: list[tuple[float, int, _Call]] = []
+        self._deadline_seq = 0
+        self._deadline_changed = threading.Condition(self._lock)
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(self._server.config.socket_path)
+            listener.listen(128)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._loop.add_reader(listener.fileno(), self._accept)
+        threading.Thread(target=self._watch_deadlines, name="asya-watchdog", daemon=True).start()
+
+    async def drain(self) -> None:
+        """Stop accepting, close idle connections, wait for calls in flight (not stuck ones)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            self._loop.remove_reader(listener.fileno())
+            listener.close()
+        with self._lock:
+            for connection in self._connections:
+                if not connection.busy:
+                    connection.closing = True
+                    _shutdown_quietly(connection.sock)
+            if not self._waited_for():
+                self._gone.set()
+        await self._gone.wait()
+
+    def _waited_for(self) -> list[_Connection]:
+        return [c for c in self._connections if not c.abandoned]
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("cannot accept a connection: %s", exc)
+                return
+            sock.setblocking(True)
+            connection = _Connection(sock)
+            with self._lock:
+                self._connections.add(connection)
+                self._gone.clear()
+            threading.Thread(
+                target=self._serve, args=(connection,), name="asya-handler", daemon=True
+            ).start()
+
+    def _serve(self, connection: _Connection) -> None:
+        try:
+            self._serve_requests(connection)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the peer went away, or drain shut the connection down
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+                if not self._waited_for():
+                    self._loop.call_soon_threadsafe(self._gone.set)
+            connection.sock.close()
+
+    def _serve_requests(self, connection: _Connection) -> None:
+        server = self._server
+        reader = _BlockingReader(connection.sock, MAX_HEADER_BYTES)
+        while not server.draining:
+            try:
+                request = _run_to_end(read_request(reader))
+            except HttpError as exc:
+                _, answer = _error(exc.status, "http_error", str(exc))
+                connection.sock.sendall(render_response(exc.status, answer, keep_alive=False))
+                return
+            if request is None:
+                return
+            with self._lock:
+                if connection.closing:
+                    return  # drained while the request arrived; the sidecar retries elsewhere
+                connection.busy = True
+
+            async def invoke(envelope: dict[str, Any], *, timeout: float | None) -> Outcome:
+                return self._call(connection, envelope, timeout)
+
+            status, body = _run_to_end(server.dispatch(request, invoke))
+            if connection.abandoned:
+                return  # the watchdog answered this call already
+            keep_alive = request.keep_alive and not server.draining
+            connection.sock.sendall(render_response(status, body, keep_alive=keep_alive))
+            with self._lock:
+                connection.busy = False
+            if not keep_alive:
+                return
+
+    def _call(
+        self, connection: _Connection, envelope: dict[str, Any], timeout: float | None
+    ) -> Outcome:
+        with self._slots:
+            if timeout is None:
+                return self._server.invoker.run_here(envelope, self._loop)
+            call = _Call(connection, timeout, envelope.get("id"))
+            self._watch(call)
+            try:
+                return self._server.invoker.run_here(envelope, self._loop)
+            finally:
+                with call.lock:
+                    call.done = True
+
+    # -- the watchdog
+
+    def _watch(self, call: _Call) -> None:
+        deadline = time.monotonic() + call.timeout
+        with self._lock:
+            self._deadline_seq += 1
+            earliest = not self._deadlines or deadline < self._deadlines[0][0]
+            heapq.heappush(self._deadlines, (deadline, self._deadline_seq, call))
+            if earliest:  # only then does the watchdog need to wake earlier than planned
+                self._deadline_changed.notify()
+
+    def _watch_deadlines(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    now = time.monotonic()
+                    if self._deadlines and self._deadlines[0][2].done:
+                        heapq.heappop(self._deadlines)  # finished in time
+                        continue
+                    if self._deadlines and self._deadlines[0][0] <= now:
+                        _, _, call = heapq.heappop(self._deadlines)
+                        break
+                    wait = self._deadlines[0][0] - now if self._deadlines else None
+                    self._deadline_changed.wait(wait)
+            self._expire(call)
+
+    def _expire(self, call: _Call) -> None:
+        with call.lock:
+            if call.done:
+                return
+            call.timed_out = True
+            call.connection.abandoned = True
+            spec = self._server.handler.spec
+            timed_out = ActorTimeout(f"{spec} did not finish within {call.timeout:g}s")
+            status, body = handler_failed(timed_out, call.envelope_id)
+            with contextlib.suppress(OSError):
+                call.connection.sock.sendall(render_response(status, body, keep_alive=False))
+            _shutdown_quietly(call.connection.sock)
+        with self._lock:
+            if not self._waited_for():
+                self._loop.call_soon_threadsafe(self._gone.set)
+        self._loop.call_soon_threadsafe(
+            self._server.request_restart, f"{spec} kept running past its timeout"
+        )
+
+
+def _shutdown_quietly(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 # ---------------------------------------------------------------------------------- main

@@ -244,3 +244,21 @@ def test_unknown_fields_do_not_disturb_the_call(start_runtime: RuntimeFactory) -
     response = runtime.client.post("/invoke", json=sent)
 
     assert response.json()["frames"][0]["payload"] == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "handler",
+    ["kinds.wrapped_coroutine", "kinds.wrapped_async_generator", "kinds.wrapped_generator"],
+)
+def test_a_plain_function_returning_a_coroutine_or_generator_is_finished_like_one(
+    start_runtime: RuntimeFactory, handler: str
+) -> None:
+    # Served on the thread-per-connection path (the callable is sync); the coroutine and
+    # the async generator are finished on the runtime's event loop.
+    runtime = start_runtime(handler)
+    sent = envelope({"text": "wrapped"})
+
+    response = runtime.client.post("/invoke", json=sent)
+
+    assert response.status_code == 200, response.text
+    assert [frame["payload"] for frame in response.json()["frames"]] == [{"text": "wrapped"}]

@@ -52,3 +52,16 @@ class AsyncCallable:
 
 
 instance = AsyncCallable()
+
+
+def wrapped_coroutine(payload):
+    """A plain function handing back a coroutine, as some decorators make them."""
+    return async_echo(payload)
+
+
+def wrapped_async_generator(payload):
+    return async_gen_echo(payload)
+
+
+def wrapped_generator(payload):
+    return gen_echo(payload)

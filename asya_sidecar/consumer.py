@@ -84,6 +84,8 @@ class Consumer:
         self._stopping = False
         self._problem = "starting"
         self._tasks: set[asyncio.Task[None]] = set()
+        # Read when scraped, rather than counted up and down on every envelope.
+        metrics.in_flight.set_function(lambda: len(self._tasks))
 
     # ------------------------------------------------------------------ health
 
@@ -192,7 +194,6 @@ class Consumer:
     async def _handle(self, delivery: Delivery) -> None:
         started = time.perf_counter()
         self.metrics.received.inc()
-        self.metrics.in_flight.inc()
         heartbeat = self._keep_leased(delivery)
         try:
             decision = await self._decide(delivery)
@@ -222,7 +223,6 @@ class Consumer:
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
-            self.metrics.in_flight.dec()
             self.metrics.processing_seconds.observe(time.perf_counter() - started)
 
     async def _decide(self, delivery: Delivery) -> routing.Decision | None:

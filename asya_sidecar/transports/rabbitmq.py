@@ -675,20 +675,19 @@ class RabbitMQTransport(ClosesOnExit):
             routing_key = await self._delay_queue(queue, delay)
         with _edge(routing_key, "send to"):
             channel = await self._publisher_channel()
-            async with asyncio.timeout(OPERATION_TIMEOUT_S):
-                # Straight to aiormq: aio-pika's Message and Exchange layers only add
-                # objects here. wait=False lets the channel's lock go as soon as the frames
-                # are queued, rather than after the socket drained, so concurrent sends do
-                # not queue behind each other's writes; the broker's confirm is still
-                # awaited. A fresh Properties each time, because aiormq writes a message id
-                # into it.
-                await channel.basic_publish(
-                    body,
-                    routing_key=routing_key,
-                    properties=pamqp.commands.Basic.Properties(delivery_mode=PERSISTENT),
-                    mandatory=True,
-                    wait=False,
-                )
+            # Straight to aiormq: aio-pika's Message and Exchange layers only add objects
+            # here. wait=False lets the channel's lock go as soon as the frames are queued,
+            # rather than after the socket drained, so concurrent sends do not queue behind
+            # each other's writes; the broker's confirm is still awaited, within `timeout`.
+            # A fresh Properties each time, because aiormq writes a message id into it.
+            await channel.basic_publish(
+                body,
+                routing_key=routing_key,
+                properties=pamqp.commands.Basic.Properties(delivery_mode=PERSISTENT),
+                mandatory=True,
+                timeout=OPERATION_TIMEOUT_S,
+                wait=False,
+            )
 
     async def ensure_queue(self, queue: str) -> None:
         check_queue_name(queue)

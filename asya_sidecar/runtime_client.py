@@ -4,7 +4,7 @@ It speaks only what the runtime serves (docs/runtime-protocol.md): requests with
 Content-Length body, answers framed by Content-Length, connections kept alive and reused.
 We do not use a general-purpose client here because every envelope pays this cost on every
 hop: against the same runtime, httpx managed about 1,300 calls/s and this kind of minimal
-client about 6,300 (bench/runtime_invoke.py).
+client about 8,000 (bench/runtime_invoke.py, sync echo, one connection).
 
 Answers are turned into typed results; failures to talk to the runtime at all become
 RuntimeUnavailable, so the caller can requeue instead of failing the envelope.

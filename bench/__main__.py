@@ -84,7 +84,9 @@ def source_revision() -> dict[str, object]:
         )
         return done.stdout.strip() if done.returncode == 0 else ""
 
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+    # Earlier results in bench/results/ do not make the measured code dirty.
+    changed = git("status", "--porcelain", "--", ".", ":(exclude)bench/results")
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(changed)}
 
 
 def main(argv: list[str] | None = None) -> None:

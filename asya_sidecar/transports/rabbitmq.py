@@ -1,4 +1,8 @@
-"""The Transport protocol on RabbitMQ (AMQP 0-9-1, through aio-pika).
+"""The Transport protocol on RabbitMQ (AMQP 0-9-1, through aio-pika and aiormq).
+
+Connections, channels and queue administration go through aio-pika; the per-message calls
+(publish, consume, ack) go to aiormq, the protocol layer under it, because aio-pika adds an
+object per message and waits for the socket to drain before releasing a channel.
 
 This module is the only place that knows AMQP: queues, channels, publisher confirms and
 redeliveries. It translates every aio-pika, aiormq and pamqp exception into the errors of

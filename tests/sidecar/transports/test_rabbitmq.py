@@ -26,7 +26,7 @@ from asya_sidecar.transports import (
     Unsupported,
     rabbitmq,
 )
-from asya_sidecar.transports.rabbitmq import RabbitMQTransport
+from asya_sidecar.transports.rabbitmq import RabbitMQTransport, ack_plan
 from tests.sidecar.transports.contract import (
     TransportContract,
     next_delivery,
@@ -212,6 +212,23 @@ def test_delivery_count(
     headers: dict[str, Any] | None, redelivered: bool, count: int | None
 ) -> None:
     assert rabbitmq.delivery_count(headers, redelivered=redelivered) == count
+
+
+@pytest.mark.parametrize(
+    ("unsettled", "ready", "multiple", "singles"),
+    [
+        ([1, 2, 3, 4], {1, 2, 3}, 3, []),  # a run from the oldest: one frame
+        ([1, 2, 3, 4], {2, 3, 4}, None, [2, 3, 4]),  # 1 still running: none may cover it
+        ([1, 2, 3, 4, 5], {1, 2, 4, 5}, 2, [4, 5]),
+        ([7], {7}, None, [7]),  # one tag: a plain ack
+        ([3, 5, 9], {3, 5, 9}, 9, []),  # gaps are tags already settled
+        ([], set(), None, []),
+    ],
+)
+def test_ack_plan_covers_only_a_run_of_ready_tags_from_the_oldest(
+    unsettled: list[int], ready: set[int], multiple: int | None, singles: list[int]
+) -> None:
+    assert ack_plan(unsettled, ready) == (multiple, singles)
 
 
 def test_backoff_is_capped_exponential_with_full_jitter() -> None:
@@ -468,6 +485,32 @@ async def test_delayed_send_to_a_missing_queue_is_refused(make_transport: MakeRa
         await transport.send(missing, b"lost?", delay=1.0)
     with pytest.raises(QueueNotFound):  # and no delay queue was left behind
         await transport.queue_depth(f"{missing}.delay-1000ms")
+
+
+@pytest.mark.parametrize("running", [0, 5, 9])
+async def test_acks_sent_together_settle_those_and_only_those(
+    make_transport: MakeRabbit, queue: str, running: int
+) -> None:
+    transport = await make_transport()
+    for i in range(10):
+        await transport.send(queue, f"m{i}".encode())
+    receiver = transport.receive(queue, prefetch=10)
+    taken = [await next_delivery(receiver) for _ in range(10)]
+    assert [d.body for d in taken] == [f"m{i}".encode() for i in range(10)]
+
+    # All but one finish in the same turn of the loop: their acks go out together (those
+    # before `running` as one multiple ack) and must not settle the one still running.
+    await asyncio.gather(*(d.ack() for i, d in enumerate(taken) if i != running))
+    await receiver.aclose()
+    await taken[running].nack()
+
+    await wait_until(lambda: depth_is(transport, queue, 1), "only the unacked one is back")
+    again = transport.receive(queue, prefetch=10)
+    back = await next_delivery(again)
+    assert back.body == f"m{running}".encode()
+    await back.ack()
+    await again.aclose()
+    await wait_until(lambda: depth_is(transport, queue, 0), "empty once it is acked")
 
 
 async def test_many_concurrent_sends_are_all_confirmed(

@@ -45,6 +45,7 @@ class Supervisor:
         self._children = [_Child(spec) for spec in specs]
         self._out = out
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self.failure: asyncio.Future[SupervisorError] | None = None
 
     def pid(self, name: str) -> int:
@@ -91,14 +92,18 @@ class Supervisor:
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop sidecars first (they drain and requeue), then runtimes."""
         self._stopping = True
+        self._stop_requested.set()
         for role in ("sidecar", "runtime"):
             group = [c for c in self._children if c.spec.role == role]
             for child in group:
                 _signal(child, signal.SIGTERM)
             await asyncio.gather(*(self._reap(child, timeout) for child in group))
+        # Not cancelled: a watcher in the middle of a restart would leave the new process
+        # behind. Each one returns promptly now (see _watch and _spawn).
+        watchers = [c.watcher for c in self._children if c.watcher is not None]
+        if watchers:
+            await asyncio.wait(watchers, timeout=timeout)
         for child in self._children:
-            if child.watcher is not None:
-                child.watcher.cancel()
             if child.copier is not None:
                 await child.copier  # the process is gone, so its output ends
 
@@ -124,6 +129,10 @@ class Supervisor:
         child.started_at = time.monotonic()
         assert child.proc.stdout is not None
         child.copier = asyncio.create_task(self._copy_output(child, child.proc.stdout))
+        if self._stopping:
+            # stop() came while this process was being started, and has already signalled
+            # and reaped the one before it: this one has taken no work yet.
+            _signal(child, signal.SIGKILL)
 
     async def _watch(self, child: _Child) -> None:
         delay = RESTART_INITIAL_S
@@ -143,12 +152,16 @@ class Supervisor:
             if time.monotonic() - child.started_at > STABLE_AFTER_S:
                 delay = RESTART_INITIAL_S
             self._write(child, f"exited with code {code}; restarting in {delay:.1f}s")
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stop_requested.wait()
             if self._stopping:
                 return
             delay = min(delay * 2, RESTART_MAX_S)
-            child.restarts += 1
             await self._spawn(child)
+            # Counted once the new process exists, so that whoever sees the count can also
+            # see (and signal) the new pid.
+            child.restarts += 1
 
     def _fail(self, error: SupervisorError) -> None:
         if self.failure is not None and not self.failure.done():

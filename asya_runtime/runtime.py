@@ -1324,21 +1324,32 @@ class ThreadedConnections:
     def _call(
         self, connection: _Connection, envelope: dict[str, Any], timeout: float | None
     ) -> Outcome:
-        with self._slots:
-            if timeout is None:
-                return self._server.invoker.run_here(envelope, self._loop)
+        invoker = self._server.invoker
+        if timeout is None:
+            with self._slots:
+                return invoker.run_here(envelope, self._loop)
+        # The timeout covers the wait for a free slot too: a slot held by a stuck call must
+        # not hold the calls queued behind it (nor a drain waiting for them) forever.
+        deadline = time.monotonic() + timeout
+        if not self._slots.acquire(timeout=timeout):
+            raise ActorTimeout(
+                f"{self._server.handler.spec} did not finish within {timeout:g}s "
+                f"(it never got one of the {self._server.config.concurrency} call slots)"
+            )
+        try:
             call = _Call(connection, timeout, envelope.get("id"))
-            self._watch(call)
+            self._watch(call, deadline)
             try:
-                return self._server.invoker.run_here(envelope, self._loop)
+                return invoker.run_here(envelope, self._loop)
             finally:
                 with call.lock:
                     call.done = True
+        finally:
+            self._slots.release()
 
     # -- the watchdog
 
-    def _watch(self, call: _Call) -> None:
-        deadline = time.monotonic() + call.timeout
+    def _watch(self, call: _Call, deadline: float) -> None:
         with self._lock:
             self._deadline_seq += 1
             earliest = not self._deadlines or deadline < self._deadlines[0][0]

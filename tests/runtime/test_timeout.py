@@ -86,3 +86,28 @@ def test_a_handler_raising_timeouterror_in_time_is_its_own_error_not_an_actor_ti
     details = answer.json()["details"]
     assert details["type"] == "TimeoutError"
     assert details["message"] == "the model server timed out"
+
+
+def test_a_call_queued_behind_a_stuck_one_times_out_instead_of_waiting_forever(
+    start_runtime: RuntimeFactory,
+) -> None:
+    runtime = start_runtime("timing.sync_sleep", concurrency=1)
+
+    async def both() -> list[Any]:
+        async with async_client_for(runtime.socket_path, connections=2) as client:
+            stuck = client.post(
+                "/invoke", json=envelope({"sleep_s": 60}), headers={"x-asya-timeout": "0.3"}
+            )
+            queued = client.post(
+                "/invoke", json=envelope({"sleep_s": 0}), headers={"x-asya-timeout": "1"}
+            )
+            return list(await asyncio.gather(stuck, queued))
+
+    stuck, queued = asyncio.run(both())
+    code, _ = runtime.wait_exit(timeout=30)
+
+    assert stuck.json()["details"]["type"] == "ActorTimeout"
+    assert queued.status_code == 500
+    assert queued.json()["details"]["type"] == "ActorTimeout"
+    assert "call slots" in queued.json()["details"]["message"]
+    assert code == 75  # the stuck thread still needs a fresh process

@@ -15,6 +15,20 @@ def call(runtime: Any, payload: Any, timeout: str | None) -> Any:
     return runtime.client.post("/invoke", json=envelope(payload), headers=headers)
 
 
+def calls_at_once(runtime: Any, *calls: tuple[Any, str]) -> list[Any]:
+    """POST each (payload, timeout) on its own connection, all at once; the answers."""
+
+    async def run() -> list[Any]:
+        async with async_client_for(runtime.socket_path, connections=len(calls)) as client:
+            posts = [
+                client.post("/invoke", json=envelope(payload), headers={"x-asya-timeout": timeout})
+                for payload, timeout in calls
+            ]
+            return list(await asyncio.gather(*posts))
+
+    return asyncio.run(run())
+
+
 def test_async_handler_over_its_timeout_is_cancelled_and_the_runtime_carries_on(
     start_runtime: RuntimeFactory,
 ) -> None:
@@ -37,17 +51,7 @@ def test_sync_handler_over_its_timeout_is_answered_then_the_runtime_restarts(
 ) -> None:
     runtime = start_runtime("timing.sync_sleep", concurrency=2)
 
-    async def both() -> list[Any]:
-        async with async_client_for(runtime.socket_path, connections=2) as client:
-            stuck = client.post(
-                "/invoke", json=envelope({"sleep_s": 60}), headers={"x-asya-timeout": "0.3"}
-            )
-            other = client.post(
-                "/invoke", json=envelope({"sleep_s": 1.0}), headers={"x-asya-timeout": "30"}
-            )
-            return list(await asyncio.gather(stuck, other))
-
-    stuck, other = asyncio.run(both())
+    stuck, other = calls_at_once(runtime, ({"sleep_s": 60}, "0.3"), ({"sleep_s": 1.0}, "30"))
     code, stderr = runtime.wait_exit(timeout=30)
 
     assert stuck.status_code == 500
@@ -93,17 +97,7 @@ def test_a_call_queued_behind_a_stuck_one_times_out_instead_of_waiting_forever(
 ) -> None:
     runtime = start_runtime("timing.sync_sleep", concurrency=1)
 
-    async def both() -> list[Any]:
-        async with async_client_for(runtime.socket_path, connections=2) as client:
-            stuck = client.post(
-                "/invoke", json=envelope({"sleep_s": 60}), headers={"x-asya-timeout": "0.3"}
-            )
-            queued = client.post(
-                "/invoke", json=envelope({"sleep_s": 0}), headers={"x-asya-timeout": "1"}
-            )
-            return list(await asyncio.gather(stuck, queued))
-
-    stuck, queued = asyncio.run(both())
+    stuck, queued = calls_at_once(runtime, ({"sleep_s": 60}, "0.3"), ({"sleep_s": 0}, "1"))
     code, _ = runtime.wait_exit(timeout=30)
 
     assert stuck.json()["details"]["type"] == "ActorTimeout"

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from asya_cli import supervisor as supervisor_module
 from asya_cli.dev_plan import ProcessSpec
 from asya_cli.supervisor import Supervisor
 from tests.support.pipeline import eventually
@@ -50,7 +49,8 @@ class GatedSpawns:
             self.pids.append(process.pid)
             return process
 
-        monkeypatch.setattr(supervisor_module.asyncio, "create_subprocess_exec", gated)
+        # The supervisor looks it up on the asyncio module at every start.
+        monkeypatch.setattr(asyncio, "create_subprocess_exec", gated)
 
 
 async def test_a_restart_counts_only_once_its_process_exists(

@@ -616,10 +616,10 @@ def _read_index(path: _Path, items: list[str]) -> Any:
 class Invoker:
     """Runs the handler for one envelope and turns its result into frames.
 
-    The server uses `invoke` for async handlers, on the event loop, and `run_here` for sync
-    ones, in the thread of their connection (ThreadedConnections). `invoke` can still run a
-    sync handler, on a pool as wide as the concurrency limit; the pool also drives a sync
-    generator that an async callable hands back. A semaphore makes calls over the limit wait.
+    `invoke` runs async handlers on the event loop, a semaphore making calls over the limit
+    wait; `run_here` runs sync ones in the thread of their connection (ThreadedConnections).
+    A sync generator that an async handler hands back is driven on a pool as wide as the
+    concurrency limit, so that it does not block the loop.
     """
 
     def __init__(
@@ -645,8 +645,8 @@ class Invoker:
     async def invoke(self, envelope: dict[str, Any], *, timeout: float | None = None) -> Outcome:
         """Return (frames, fly events). Handler exceptions propagate unchanged.
 
-        Past `timeout` seconds the call raises ActorTimeout: an async handler is cancelled;
-        a sync one cannot be, so its thread is reported stuck.
+        Past `timeout` seconds the call raises ActorTimeout and the handler is cancelled; a
+        generator it handed to the pool cannot be, so that thread is reported stuck.
         """
         async with self._slots:
             if timeout is None:
@@ -655,7 +655,7 @@ class Invoker:
                 try:
                     return await asyncio.wait_for(self._run(envelope), timeout)
                 except asyncio.TimeoutError:
-                    raise self._timed_out(timeout) from None
+                    raise self.timed_out(timeout) from None
             # asyncio.timeout runs the call in this task, where wait_for would start one
             # more task per call; and it tells its own expiry from a handler that raised
             # TimeoutError.
@@ -665,10 +665,10 @@ class Invoker:
                     return await self._run(envelope)
             except TimeoutError:
                 if scope.expired():
-                    raise self._timed_out(timeout) from None
+                    raise self.timed_out(timeout) from None
                 raise
 
-    def _timed_out(self, timeout: float) -> ActorTimeout:
+    def timed_out(self, timeout: float) -> ActorTimeout:
         return ActorTimeout(f"{self.handler.spec} did not finish within {timeout:g}s")
 
     async def _run(self, envelope: dict[str, Any]) -> Outcome:
@@ -676,16 +676,8 @@ class Invoker:
         payload = envelope["payload"]
         if kind == ASYNC_GENERATOR:
             return await _drive_async(func(payload), Session(envelope))
-        if kind == GENERATOR:
-            outcome: Outcome = await self._in_thread(
-                _call_and_drive, func, payload, Session(envelope)
-            )
-            return outcome
-        if kind == ASYNC:
-            result = await func(payload)
-        else:
-            result = await self._in_thread(func, payload)
-        return await self._plain_result(result, envelope)
+        assert kind == ASYNC, "sync handlers are served by ThreadedConnections (run_here)"
+        return await self._plain_result(await func(payload), envelope)
 
     async def _plain_result(self, result: Any, envelope: dict[str, Any]) -> Outcome:
         # A sync callable may still hand back a coroutine or a generator (decorators do).
@@ -748,10 +740,6 @@ def _frames_of(result: Any, envelope: dict[str, Any]) -> Outcome:
     payloads = result if isinstance(result, list) else [result]
     frames = [{"payload": p, "route": frame_route, "headers": headers} for p in payloads]
     return frames, []
-
-
-def _call_and_drive(func: Callable[..., Any], payload: Any, session: Session) -> Outcome:
-    return _drive_sync(func(payload), session)
 
 
 def _drive_sync(gen: Any, session: Session) -> Outcome:
@@ -1253,12 +1241,19 @@ class ThreadedConnections:
                 if not connection.busy:
                     connection.closing = True
                     _shutdown_quietly(connection.sock)
-            if not self._waited_for():
-                self._gone.set()
+        self._wake_drain_if_done()
         await self._gone.wait()
 
-    def _waited_for(self) -> list[_Connection]:
-        return [c for c in self._connections if not c.abandoned]
+    def _wake_drain_if_done(self) -> None:
+        """On the loop: let drain() finish once no connection is left to wait for.
+
+        Abandoned connections (a handler stuck past its timeout) are not waited for. Threads
+        ask for this check rather than set the event themselves, so that a request to wake
+        queued before a new connection arrived cannot end a later drain early.
+        """
+        with self._lock:
+            if all(connection.abandoned for connection in self._connections):
+                self._gone.set()
 
     def _accept(self) -> None:
         assert self._listener is not None
@@ -1287,8 +1282,7 @@ class ThreadedConnections:
         finally:
             with self._lock:
                 self._connections.discard(connection)
-                if not self._waited_for():
-                    self._loop.call_soon_threadsafe(self._gone.set)
+            self._on_loop(self._wake_drain_if_done)
             connection.sock.close()
 
     def _serve_requests(self, connection: _Connection) -> None:
@@ -1378,18 +1372,21 @@ class ThreadedConnections:
                 return
             call.timed_out = True
             call.connection.abandoned = True
-            spec = self._server.handler.spec
-            timed_out = ActorTimeout(f"{spec} did not finish within {call.timeout:g}s")
+            timed_out = self._server.invoker.timed_out(call.timeout)
             status, body = handler_failed(timed_out, call.envelope_id)
             with contextlib.suppress(OSError):
                 call.connection.sock.sendall(render_response(status, body, keep_alive=False))
             _shutdown_quietly(call.connection.sock)
-        with self._lock:
-            if not self._waited_for():
-                self._loop.call_soon_threadsafe(self._gone.set)
-        self._loop.call_soon_threadsafe(
-            self._server.request_restart, f"{spec} kept running past its timeout"
+        self._on_loop(self._wake_drain_if_done)
+        self._on_loop(
+            self._server.request_restart,
+            f"{self._server.handler.spec} kept running past its timeout",
         )
+
+    def _on_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run `callback` on the event loop, from a thread; nothing once the loop is closed."""
+        with contextlib.suppress(RuntimeError):  # the server has stopped: nobody to tell
+            self._loop.call_soon_threadsafe(callback, *args)
 
 
 def _shutdown_quietly(sock: socket.socket) -> None:

@@ -425,6 +425,39 @@ class Suite:
     def floor_env(self) -> dict[str, str]:
         return {**os.environ, env.STATE_DIR: str(self.state_dir)}
 
+    @contextlib.asynccontextmanager
+    async def forwarding(
+        self,
+        scenario: str,
+        *,
+        hops: int,
+        concurrency: int,
+        namespace: str,
+        source: str,
+        target: str,
+    ) -> AsyncIterator[dict[str, int]]:
+        """The forwarder under test (the floor, or Asya's pipeline) running between `source`
+        and `target`; yields the pids whose CPU and memory to watch, stops it on exit."""
+        floor: FloorProcess | None = None
+        pipeline: LocalPipeline | None = None
+        try:
+            if scenario == "floor":
+                floor = FloorProcess(
+                    self.settings.transport, source, target, concurrency, self.floor_env()
+                )
+                await floor.start()
+                yield {"floor": floor.pid}
+            else:
+                pipeline = self.pipeline(hops=hops, concurrency=concurrency, namespace=namespace)
+                await pipeline.start(ready_timeout=60)
+                yield self.watched(pipeline)
+        finally:
+            if floor is not None:
+                await floor.stop()
+            if pipeline is not None:
+                self.count_restarts(pipeline)
+                await pipeline.stop()
+
     # -- one drain
 
     async def drain(self, scenario: str, prefix: str, messages: int) -> DrainResult:
@@ -451,35 +484,25 @@ class Suite:
         collector = asyncio.create_task(
             collect(self.client, target, phase, self.ledger, self.idle_timeout)
         )
-        floor: FloorProcess | None = None
-        pipeline: LocalPipeline | None = None
+        concurrency = 1 if scenario == "sequential" else self.settings.concurrency
         try:
-            if scenario == "floor":
-                floor = FloorProcess(
-                    self.settings.transport, source, target, self.settings.concurrency,
-                    self.floor_env(),
-                )  # fmt: skip
-                await floor.start()
-                phase.watch = {"floor": floor.pid}
-            else:
-                concurrency = 1 if scenario == "sequential" else self.settings.concurrency
-                pipeline = self.pipeline(hops=hops, concurrency=concurrency, namespace=namespace)
-                await pipeline.start(ready_timeout=60)
-                phase.watch = self.watched(pipeline)
-            # The consumer may have begun already: the CPU window counts from here.
-            phase.mark_cpu()
-            sampler = RssSampler(phase.watch)
-            async with sampler.running():
-                await collector
-            if scenario == "ours_1hop":
-                self.rss_load.merge(sampler)
+            async with self.forwarding(
+                scenario, hops=hops, concurrency=concurrency, namespace=namespace,
+                source=source, target=target,
+            ) as watch:  # fmt: skip
+                try:
+                    phase.watch = watch
+                    # The consumer may have begun already: the CPU window counts from here.
+                    phase.mark_cpu()
+                    sampler = RssSampler(phase.watch)
+                    async with sampler.running():
+                        await collector
+                    if scenario == "ours_1hop":
+                        self.rss_load.merge(sampler)
+                finally:
+                    await stop_task(collector)  # before the forwarder stops, as ever
         finally:
-            await stop_task(collector)
-            if floor is not None:
-                await floor.stop()
-            if pipeline is not None:
-                self.count_restarts(pipeline)
-                await pipeline.stop()
+            await stop_task(collector)  # if the forwarder never started
         cpu = {name: phase.cpu_per_1k(name) for name in phase.watch}
         rate = phase.rate
         result = DrainResult(
@@ -505,30 +528,40 @@ class Suite:
     ) -> list[float]:
         count = len(measure.send_offsets(rate, self.settings.latency_seconds))
         phase = Phase(prefix, LATENCY_PROBES + count)
-        floor: FloorProcess | None = None
-        pipeline: LocalPipeline | None = None
         sampler = RssSampler({})
-        collector: asyncio.Task[None] | None = None
-        try:
-            if scenario == "floor":
-                floor = FloorProcess(
-                    self.settings.transport, source, target, self.settings.concurrency,
-                    self.floor_env(),
-                )  # fmt: skip
-                await floor.start()
-            else:
-                pipeline = self.pipeline(
-                    hops=1, concurrency=self.settings.concurrency, namespace=namespace
-                )
-                await pipeline.start(ready_timeout=60)
-                sampler.pids = self.watched(pipeline)
+        async with self.forwarding(
+            scenario, hops=1, concurrency=self.settings.concurrency, namespace=namespace,
+            source=source, target=target,
+        ) as watch:  # fmt: skip
+            if scenario != "floor":
+                sampler.pids = watch
                 if not self.rss_idle:  # fresh and healthy, nothing received yet
                     self.rss_idle = {
                         name: measure.sample(pid).rss_mb for name, pid in sampler.pids.items()
                     }
-            collector = asyncio.create_task(
-                collect(self.client, target, phase, self.ledger, self.idle_timeout)
-            )
+            await self._time_open_loop(prefix, rate, source, target, phase, sampler)
+        if scenario != "floor":
+            self.rss_load.merge(sampler)
+        got = len(phase.latencies_ms)
+        samples = sorted(phase.latencies_ms)
+        p50 = measure.percentile(samples, 50) if samples else None
+        log(f"  {prefix}: rate {rate:.0f}/s, {got}/{count} timed, p50 {p50} ms")
+        return phase.latencies_ms
+
+    async def _time_open_loop(
+        self,
+        prefix: str,
+        rate: float,
+        source: str,
+        target: str,
+        phase: Phase,
+        sampler: RssSampler,
+    ) -> None:
+        """Probes one at a time, then the open-loop sends; returns once all arrived."""
+        collector = asyncio.create_task(
+            collect(self.client, target, phase, self.ledger, self.idle_timeout)
+        )
+        try:
             async with sampler.running():
                 # Probes, one at a time: the consumer is up and the path is warm.
                 for i in range(LATENCY_PROBES):
@@ -547,20 +580,7 @@ class Suite:
                 )
                 await collector
         finally:
-            if collector is not None:
-                await stop_task(collector)
-            if floor is not None:
-                await floor.stop()
-            if pipeline is not None:
-                self.count_restarts(pipeline)
-                await pipeline.stop()
-        if pipeline is not None:
-            self.rss_load.merge(sampler)
-        got = len(phase.latencies_ms)
-        samples = sorted(phase.latencies_ms)
-        p50 = measure.percentile(samples, 50) if samples else None
-        log(f"  {prefix}: rate {rate:.0f}/s, {got}/{count} timed, p50 {p50} ms")
-        return phase.latencies_ms
+            await stop_task(collector)
 
     # -- the whole run
 

@@ -21,10 +21,11 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 READY = "ready"
+T = TypeVar("T")
 
 Forwarder = Callable[[str, str, int, asyncio.Event, Callable[[], None]], Awaitable[int]]
 
@@ -77,6 +78,25 @@ async def until_stopped(stop: asyncio.Event, work: Awaitable[Any]) -> Any:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return None
+
+
+async def pull_and_forward(
+    stop: asyncio.Event,
+    prefetch: int,
+    inflight: InFlight,
+    pull: Callable[[int], Awaitable[Iterable[T]]],
+    forward: Callable[[T], Coroutine[Any, Any, None]],
+) -> None:
+    """For pull-based brokers: ask for at most the free prefetch slots, forward each message
+    as its own task, until `stop`; then wait for the forwards in hand."""
+    while not stop.is_set():
+        free = prefetch - len(inflight)
+        if free <= 0:
+            await inflight.one_done()
+            continue
+        for message in await until_stopped(stop, pull(free)) or []:
+            inflight.start(forward(message))
+    await inflight.drain()
 
 
 async def rabbitmq(
@@ -138,21 +158,15 @@ async def sqs(
             await client.send_message(QueueUrl=target_url, MessageBody=message["Body"])
             await client.delete_message(QueueUrl=source_url, ReceiptHandle=message["ReceiptHandle"])
 
-        ready()
-        while not stop.is_set():
-            free = prefetch - len(inflight)
-            if free <= 0:
-                await inflight.one_done()
-                continue
-            answer = await until_stopped(
-                stop,
-                client.receive_message(
-                    QueueUrl=source_url, MaxNumberOfMessages=min(10, free), WaitTimeSeconds=20
-                ),
+        async def pull(free: int) -> list[dict[str, Any]]:
+            answer = await client.receive_message(
+                QueueUrl=source_url, MaxNumberOfMessages=min(10, free), WaitTimeSeconds=20
             )
-            for message in (answer or {}).get("Messages", []):
-                inflight.start(forward(message))
-        await inflight.drain()
+            messages: list[dict[str, Any]] = answer.get("Messages", [])
+            return messages
+
+        ready()
+        await pull_and_forward(stop, prefetch, inflight, pull, forward)
     return inflight.done
 
 
@@ -186,16 +200,11 @@ async def pubsub(
             await publisher.publish(topic, [PubsubMessage(message.data or b"")])
             await subscriber.acknowledge(subscription, [message.ack_id])
 
+        async def pull(free: int) -> list[SubscriberMessage]:
+            return await subscriber.pull(subscription, free, timeout=120)
+
         ready()
-        while not stop.is_set():
-            free = prefetch - len(inflight)
-            if free <= 0:
-                await inflight.one_done()
-                continue
-            pulled = await until_stopped(stop, subscriber.pull(subscription, free, timeout=120))
-            for message in pulled or []:
-                inflight.start(forward(message))
-        await inflight.drain()
+        await pull_and_forward(stop, prefetch, inflight, pull, forward)
     return inflight.done
 
 

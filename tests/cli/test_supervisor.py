@@ -53,6 +53,15 @@ class GatedSpawns:
         monkeypatch.setattr(asyncio, "create_subprocess_exec", gated)
 
 
+async def kill_and_hold_the_restart(supervisor: Supervisor, spawns: GatedSpawns) -> int:
+    """SIGKILL the child and wait until its restart is held at the gate; the old pid."""
+    old = supervisor.pid("a/sidecar")
+    spawns.gate.clear()
+    os.kill(old, signal.SIGKILL)
+    await eventually(lambda: spawns.waiting == 1, "the restart to be under way")
+    return old
+
+
 async def test_a_restart_counts_only_once_its_process_exists(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -60,10 +69,7 @@ async def test_a_restart_counts_only_once_its_process_exists(
     supervisor = Supervisor([spec()], out=io.StringIO())
     await supervisor.start()
     try:
-        old = supervisor.pid("a/sidecar")
-        spawns.gate.clear()
-        os.kill(old, signal.SIGKILL)
-        await eventually(lambda: spawns.waiting == 1, "the restart to be under way")
+        old = await kill_and_hold_the_restart(supervisor, spawns)
 
         # Whoever sees the count must be able to signal the new process.
         assert supervisor.restarts("a/sidecar") == 0
@@ -83,10 +89,7 @@ async def test_a_process_started_while_stopping_does_not_outlive_the_stop(
     spawns = GatedSpawns(monkeypatch)
     supervisor = Supervisor([spec()], out=io.StringIO())
     await supervisor.start()
-    old = supervisor.pid("a/sidecar")
-    spawns.gate.clear()
-    os.kill(old, signal.SIGKILL)
-    await eventually(lambda: spawns.waiting == 1, "the restart to be under way")
+    old = await kill_and_hold_the_restart(supervisor, spawns)
 
     stopping = asyncio.create_task(supervisor.stop(timeout=10))
     await eventually(lambda: not running(old), "the stop to reap the old process")

@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asya_transports as transports
 from asya_cli import manifests
 from asya_cli.local_pipeline import LocalPipeline
 from asya_cli.send import add_transport_arguments
 from asya_cli.supervisor import SupervisorError
 from asya_shared import names
-from asya_sidecar import transports
 
 
 def add_parser(commands: Any) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TextIO
 
 import asya_runtime
+import asya_transports as transports
 from asya_cli import dev_plan
 from asya_cli.dev_plan import DevSettings
 from asya_cli.manifests import ActorManifest
 from asya_cli.supervisor import Supervisor
 from asya_shared import env, names
-from asya_sidecar import transports
 
 RUNTIME_FILE = Path(asya_runtime.__file__).with_name("runtime.py")
 # Passed from our environment to the children: broker and store settings, and the log level.

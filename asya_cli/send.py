@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import asya_transports as transports
 from asya_cli import dev_plan
 from asya_shared import env, names
 from asya_shared.durations import parse_duration
-from asya_sidecar import transports
 from asya_sidecar.envelope import Phase, encode, status, timestamp
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_WAIT_RAN_OUT, EXIT_NOT_SENT = 0, 1, 2, 3

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import asya_transports as transports
 from asya_operator import kube
 from asya_operator.config import (
     OperatorConfig,
@@ -36,7 +37,6 @@ from asya_operator.config import (
     TransportConfig,
 )
 from asya_shared import env, names
-from asya_sidecar import transports
 
 DEFAULT_TIMEOUT_S = 20.0
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from asya_shared import env, names
 from asya_shared.durations import parse_duration
 from asya_sidecar import resiliency
 from asya_sidecar.resiliency import Resiliency
-from asya_sidecar.transports import KINDS
+from asya_transports import KINDS
 
 
 class ConfigError(ValueError):

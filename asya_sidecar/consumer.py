@@ -36,7 +36,8 @@ from asya_sidecar.runtime_client import (
     RuntimeUnavailable,
 )
 from asya_sidecar.tracing import continue_trace
-from asya_sidecar.transports import (
+from asya_sidecar.waiting import first_of
+from asya_transports import (
     Delivery,
     MessageTooLarge,
     QueueNotFound,
@@ -44,7 +45,6 @@ from asya_sidecar.transports import (
     Transport,
     TransportError,
 )
-from asya_sidecar.waiting import first_of
 
 log = logging.getLogger("asya.sidecar")
 

@@ -14,17 +14,18 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 
+import asya_transports as transports
 from asya_shared import env as variables
 from asya_sidecar import config as sidecar_config
-from asya_sidecar import logs, transports
+from asya_sidecar import logs
 from asya_sidecar.admin_server import AdminServer
 from asya_sidecar.config import SidecarConfig
 from asya_sidecar.consumer import Consumer
 from asya_sidecar.events import EventForwarder
 from asya_sidecar.metrics import SidecarMetrics
 from asya_sidecar.runtime_client import RuntimeClient
-from asya_sidecar.transports import Transport, TransportUnavailable
 from asya_sidecar.waiting import first_of
+from asya_transports import Transport, TransportUnavailable
 
 log = logging.getLogger("asya.sidecar")
 

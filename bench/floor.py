@@ -214,8 +214,8 @@ async def local(
     """The embedded transport's own receive/send/ack: there is no third-party client for its
     SQLite file, so the floor uses the same calls as the sidecar, minus everything else the
     sidecar does (no JSON, no runtime call, no routing)."""
-    from asya_sidecar.transports.base import Delivery
-    from asya_sidecar.transports.local import LocalTransport
+    from asya_transports.base import Delivery
+    from asya_transports.local import LocalTransport
 
     inflight = InFlight()
     async with LocalTransport.from_env(os.environ) as transport:

@@ -31,7 +31,7 @@ from typing import Any
 from asya_cli.local_pipeline import LocalPipeline
 from asya_cli.manifests import ActorManifest
 from asya_shared import env, names
-from asya_sidecar.transports import Transport, TransportError
+from asya_transports import Transport, TransportError
 from bench import measure
 from bench.floor import READY, InFlight
 

@@ -449,9 +449,9 @@ class TestReplayedImage:
             "asya_crew.sump",
             "asya_crew.stores.s3",
             "asya_operator.handlers",
-            "asya_sidecar.transports.rabbitmq",
-            "asya_sidecar.transports.sqs",
-            "asya_sidecar.transports.pubsub",
+            "asya_transports.rabbitmq",
+            "asya_transports.sqs",
+            "asya_transports.pubsub",
         ]
         code = (
             "import importlib, json; "

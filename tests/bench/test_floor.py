@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from asya_sidecar.transports.rabbitmq import RabbitMQTransport
+from asya_transports.rabbitmq import RabbitMQTransport
 from bench.suite import FloorProcess, Ledger, Phase, collect, send_all
 
 MESSAGES = 200

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+import asya_transports as transports
 from asya_cli import main
 from asya_operator import kube
 from asya_operator.metrics import (
@@ -30,7 +31,6 @@ from asya_operator.metrics import (
 )
 from asya_operator.queues import BrokerUnavailable, QueueAdminError, QueueGone
 from asya_shared import env
-from asya_sidecar import transports
 from tests.operator import test_operator
 from tests.operator.test_operator import (
     RABBITMQ,

@@ -24,10 +24,10 @@ import pytest
 import yaml
 
 import asya_operator.handlers as handlers
+import asya_transports as transports
 from asya_operator import kube
 from asya_operator.config import CONFIG_ENV
 from asya_shared import env
-from asya_sidecar import transports
 from tests.support.services import ServiceProcess, free_port
 
 # kmock keeps its object lookups private (name-mangled); the watch below needs them.

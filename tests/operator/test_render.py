@@ -18,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import asya_transports as transports
 from asya_operator import config as operator_config
 from asya_operator.models import RUNTIME_CONTAINER, SIDECAR_CONTAINER, AsyncActor
 from asya_operator.render import (
@@ -34,7 +35,6 @@ from asya_shared import env, names
 from asya_shared.durations import parse_duration
 from asya_sidecar import config as sidecar_config
 from asya_sidecar import resiliency as sidecar_resiliency
-from asya_sidecar import transports as sidecar_transports
 from tests.support.schemas import validate
 
 RUNTIME = "# a stand-in for asya_runtime/runtime.py\nprint('serving')\n"
@@ -316,7 +316,7 @@ def test_every_rendering_is_valid_and_consistent(
     )
     assert loaded.resiliency.policies == expected_resiliency.policies
     assert loaded.resiliency.rules == expected_resiliency.rules
-    assert sidecar_transports.create(transport.type, environ).name == transport.type
+    assert transports.create(transport.type, environ).name == transport.type
 
     assert_no_literal_credentials(objects)
     if scaling.enabled:

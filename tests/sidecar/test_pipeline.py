@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from asya_cli.local_pipeline import LocalPipeline
-from asya_sidecar.transports import Unsupported
+from asya_transports import Unsupported
 from tests.support.pipeline import HANDLERS, StartPipeline, actor, eventually
 
 pytestmark = pytest.mark.slow

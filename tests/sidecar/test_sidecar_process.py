@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import pytest
 
 from asya_cli.local_pipeline import free_ports
-from asya_sidecar.transports.local import LocalTransport
+from asya_transports.local import LocalTransport
 from tests.support.pipeline import HANDLERS, eventually
 from tests.support.runtime import RuntimeFactory
 

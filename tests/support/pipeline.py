@@ -21,7 +21,7 @@ import pytest
 from asya_cli.local_pipeline import LocalPipeline
 from asya_cli.manifests import ActorManifest
 from asya_crew import record
-from asya_sidecar.transports import Transport
+from asya_transports import Transport
 
 HANDLERS = Path(__file__).parent.parent / "sidecar" / "handlers"
 READY_TIMEOUT_S = 60.0

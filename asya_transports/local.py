@@ -34,7 +34,7 @@ from typing import NamedTuple, Self, TypeVar
 
 from asya_shared import env
 from asya_shared.durations import positive_duration_from_env
-from asya_sidecar.transports.base import (
+from asya_transports.base import (
     ClosesOnExit,
     MessageTooLarge,
     QueueNotFound,

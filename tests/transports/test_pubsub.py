@@ -19,7 +19,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from asya_sidecar.transports import (
+from asya_transports import (
     QueueNotFound,
     Transport,
     TransportError,
@@ -28,14 +28,14 @@ from asya_sidecar.transports import (
     create,
     pubsub,
 )
-from asya_sidecar.transports.pubsub import PubSubTransport
-from tests.sidecar.transports.contract import (
+from asya_transports.pubsub import PubSubTransport
+from tests.support.services import ServiceProcess, free_port, port_open
+from tests.transports.contract import (
     WAIT_S,
     TransportContract,
     next_delivery,
     nothing_arrives,
 )
-from tests.support.services import ServiceProcess, free_port, port_open
 
 pytestmark = pytest.mark.pubsub
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from asya_sidecar.transports.base import (
+from asya_transports.base import (
     Delivery,
     MessageTooLarge,
     QueueNotFound,
@@ -38,12 +38,12 @@ KINDS = ("local", "rabbitmq", "sqs", "pubsub")
 def create(kind: str, environ: Mapping[str, str]) -> Transport:
     """Build the transport named `kind`, configured from its own ASYA_* variables."""
     if kind == "local":
-        from asya_sidecar.transports import local
+        from asya_transports import local
 
         return local.LocalTransport.from_env(environ)
     if kind == "rabbitmq":
         try:
-            from asya_sidecar.transports import rabbitmq
+            from asya_transports import rabbitmq
         except ImportError as exc:
             raise ImportError(
                 f"the rabbitmq transport needs aio-pika: pip install 'asya[rabbitmq]' ({exc})"
@@ -51,7 +51,7 @@ def create(kind: str, environ: Mapping[str, str]) -> Transport:
         return rabbitmq.RabbitMQTransport.from_env(environ)
     if kind == "sqs":
         try:
-            from asya_sidecar.transports import sqs
+            from asya_transports import sqs
         except ImportError as exc:
             raise ImportError(
                 f"the sqs transport needs aioboto3: pip install 'asya[sqs]' ({exc})"
@@ -59,7 +59,7 @@ def create(kind: str, environ: Mapping[str, str]) -> Transport:
         return sqs.SQSTransport.from_env(environ)
     if kind == "pubsub":
         try:
-            from asya_sidecar.transports import pubsub
+            from asya_transports import pubsub
         except ImportError as exc:
             raise ImportError(
                 f"the pubsub transport needs gcloud-aio-pubsub: pip install 'asya[pubsub]' ({exc})"

@@ -78,7 +78,7 @@ from aiormq.exceptions import (
     PublishError,
 )
 
-from asya_sidecar.transports.base import (
+from asya_transports.base import (
     ClosesOnExit,
     Delivery,
     MessageTooLarge,

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from asya_sidecar.transports import (
+from asya_transports import (
     Delivery,
     MessageTooLarge,
     QueueNotFound,

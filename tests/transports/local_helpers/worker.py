@@ -2,10 +2,10 @@
 
 Run from the repository root:
 
-    python -m tests.sidecar.transports.local_helpers.worker consume STATE_DIR QUEUE OUT
+    python -m tests.transports.local_helpers.worker consume STATE_DIR QUEUE OUT
         Receive and ack until SIGTERM. Each acked body is appended to OUT as one line;
         OUT.ready appears once the receiver is open.
-    python -m tests.sidecar.transports.local_helpers.worker hold STATE_DIR QUEUE OUT
+    python -m tests.transports.local_helpers.worker hold STATE_DIR QUEUE OUT
         Receive one message, never settle it, write {"body", "delivery_count", "at"} as JSON
         to OUT (at = wall-clock time of receipt), then wait to be killed.
 
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from asya_sidecar.transports.local import LocalTransport
+from asya_transports.local import LocalTransport
 
 POLL_S = 0.1  # how often `consume` looks at its stop flag while the queue is empty
 

@@ -85,7 +85,7 @@ from gcloud.aio.pubsub import PublisherClient, PubsubMessage, SubscriberClient, 
 
 from asya_shared import env
 from asya_shared.durations import positive_duration_from_env
-from asya_sidecar.transports.base import (
+from asya_transports.base import (
     ClosesOnExit,
     Delivery,
     MessageTooLarge,

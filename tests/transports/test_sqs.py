@@ -23,9 +23,9 @@ from botocore.exceptions import ClientError, EndpointConnectionError  # type: ig
 from hypothesis import given
 from hypothesis import strategies as st
 
+import asya_transports as transports
 from asya_shared import names
-from asya_sidecar import transports
-from asya_sidecar.transports import (
+from asya_transports import (
     MessageTooLarge,
     QueueNotFound,
     Transport,
@@ -34,14 +34,14 @@ from asya_sidecar.transports import (
     Unsupported,
     sqs,
 )
-from asya_sidecar.transports.sqs import SQSTransport
-from tests.sidecar.transports.contract import (
+from asya_transports.sqs import SQSTransport
+from tests.support.services import ServiceProcess, free_port, port_open
+from tests.transports.contract import (
     TransportContract,
     next_delivery,
     nothing_arrives,
     wait_until,
 )
-from tests.support.services import ServiceProcess, free_port, port_open
 
 pytestmark = pytest.mark.sqs
 

@@ -90,7 +90,7 @@ from botocore import exceptions as boto  # type: ignore[import-untyped]
 
 from asya_shared import env, names
 from asya_shared.durations import positive_duration_from_env
-from asya_sidecar.transports.base import (
+from asya_transports.base import (
     ClosesOnExit,
     Delivery,
     MessageTooLarge,

@@ -18,7 +18,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from asya_sidecar.transports import (
+from asya_transports import (
     QueueNotFound,
     Transport,
     TransportError,
@@ -26,8 +26,8 @@ from asya_sidecar.transports import (
     Unsupported,
     rabbitmq,
 )
-from asya_sidecar.transports.rabbitmq import RabbitMQTransport, ack_plan
-from tests.sidecar.transports.contract import (
+from asya_transports.rabbitmq import RabbitMQTransport, ack_plan
+from tests.transports.contract import (
     TransportContract,
     next_delivery,
     nothing_arrives,

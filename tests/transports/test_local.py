@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
-from asya_sidecar.transports import (
+from asya_transports import (
     QueueNotFound,
     Transport,
     TransportError,
     TransportUnavailable,
     local,
 )
-from asya_sidecar.transports.local import LocalTransport
-from tests.sidecar.transports.contract import (
+from asya_transports.local import LocalTransport
+from tests.transports.contract import (
     WAIT_S,
     MakeTransport,
     TransportContract,
@@ -34,8 +34,8 @@ from tests.sidecar.transports.contract import (
     nothing_arrives,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-WORKER = "tests.sidecar.transports.local_helpers.worker"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKER = "tests.transports.local_helpers.worker"
 PROCESS_WAIT_S = 60.0  # subprocesses start a Python interpreter each; be generous
 
 

@@ -80,7 +80,7 @@ class LocalPipeline:
             names.queue_name(self.settings.namespace, actor), self.settings.transport
         )
 
-    def open_transport(self) -> transports.Transport:
+    def open_transport(self) -> transports.Broker:
         return transports.create(self.settings.transport, self.transport_env)
 
     async def start(self, ready_timeout: float) -> None:

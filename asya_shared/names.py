@@ -39,6 +39,11 @@ def queue_name(namespace: str, actor: str) -> str:
     return f"asya-{namespace}-{check_actor_name(actor)}"
 
 
+def dead_letter_name(queue: str) -> str:
+    """The dead-letter queue of `queue`, on the brokers that keep one (WITH_DLQ)."""
+    return f"{queue}{DLQ_SUFFIX}"
+
+
 def check_queue_name(name: str, transport: str) -> str:
     """Refuse a name the broker would reject; never truncate (two actors could collide)."""
     limit = MAX_QUEUE_NAME.get(transport)
@@ -52,7 +57,7 @@ def check_queue_name(name: str, transport: str) -> str:
     if transport in WITH_DLQ and len(name) + len(DLQ_SUFFIX) > limit:
         raise InvalidName(
             f"queue name {name!r} has {len(name)} characters; {transport} allows {limit}, "
-            f"and its dead-letter queue {name + DLQ_SUFFIX!r} needs {len(DLQ_SUFFIX)} more. "
+            f"and its dead-letter queue {dead_letter_name(name)!r} needs {len(DLQ_SUFFIX)} more. "
             "Shorten the namespace or the actor name."
         )
     return name

@@ -25,7 +25,7 @@ from asya_sidecar.events import EventForwarder
 from asya_sidecar.metrics import SidecarMetrics
 from asya_sidecar.runtime_client import RuntimeClient
 from asya_sidecar.waiting import first_of
-from asya_transports import Transport, TransportUnavailable
+from asya_transports import Broker, TransportUnavailable
 
 log = logging.getLogger("asya.sidecar")
 
@@ -68,7 +68,7 @@ def event_loop_factory(
     return uvloop.new_event_loop
 
 
-async def serve(config: SidecarConfig, transport: Transport) -> int:
+async def serve(config: SidecarConfig, transport: Broker) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -77,7 +77,12 @@ async def serve(config: SidecarConfig, transport: Transport) -> int:
     runtime = RuntimeClient(config.socket_path, pool_size=config.concurrency)
     events = EventForwarder(url=config.events_url, actor=config.actor, metrics=metrics)
     consumer = Consumer(
-        config=config, transport=transport, runtime=runtime, metrics=metrics, events=events
+        config=config,
+        transport=transport,
+        admin=transport if config.queue_autocreate else None,
+        runtime=runtime,
+        metrics=metrics,
+        events=events,
     )
     admin = None
     if config.metrics_port:
@@ -115,7 +120,7 @@ async def serve(config: SidecarConfig, transport: Transport) -> int:
     return EXIT_OK
 
 
-async def _connect(transport: Transport, stop: asyncio.Event) -> bool:
+async def _connect(transport: Broker, stop: asyncio.Event) -> bool:
     """Open the transport, retrying while the broker is down; False if stopped first."""
     delay = 0.5
     while not stop.is_set():

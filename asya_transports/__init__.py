@@ -1,15 +1,22 @@
-"""Transports: one module per broker behind the protocol in base.py.
+"""Transports: one module per broker behind the protocols in base.py, for every Asya process.
 
+The sidecar receives and sends through a `Transport`; the operator, the CLI and the bench
+administer queues through an `Admin`; each broker module implements both (a `Broker`).
 `create` is the one place that maps a transport name to its module; a broker SDK that is not
-installed is reported with the extra to install.
+installed is reported with the extra to install. This package imports nothing of Asya's
+but the shared vocabulary (asya_shared).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+import typing
 
 from asya_transports.base import (
+    Admin,
+    Broker,
     Delivery,
+    InvalidQueueName,
     MessageTooLarge,
     QueueNotFound,
     Receiver,
@@ -21,7 +28,10 @@ from asya_transports.base import (
 
 __all__ = [
     "KINDS",
+    "Admin",
+    "Broker",
     "Delivery",
+    "InvalidQueueName",
     "MessageTooLarge",
     "QueueNotFound",
     "Receiver",
@@ -32,37 +42,38 @@ __all__ = [
     "create",
 ]
 
-KINDS = ("local", "rabbitmq", "sqs", "pubsub")
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
-def create(kind: str, environ: Mapping[str, str]) -> Transport:
+class _Module(typing.NamedTuple):
+    module: str
+    cls: str
+    sdk: str  # what to install, named in the error when the import fails
+    extra: str | None
+
+
+_MODULES = {
+    "local": _Module("asya_transports.local", "LocalTransport", "", None),
+    "rabbitmq": _Module("asya_transports.rabbitmq", "RabbitMQTransport", "aio-pika", "rabbitmq"),
+    "sqs": _Module("asya_transports.sqs", "SQSTransport", "aioboto3", "sqs"),
+    "pubsub": _Module("asya_transports.pubsub", "PubSubTransport", "gcloud-aio-pubsub", "pubsub"),
+}
+KINDS = tuple(_MODULES)
+
+
+def create(kind: str, environ: Mapping[str, str]) -> Broker:
     """Build the transport named `kind`, configured from its own ASYA_* variables."""
-    if kind == "local":
-        from asya_transports import local
-
-        return local.LocalTransport.from_env(environ)
-    if kind == "rabbitmq":
-        try:
-            from asya_transports import rabbitmq
-        except ImportError as exc:
-            raise ImportError(
-                f"the rabbitmq transport needs aio-pika: pip install 'asya[rabbitmq]' ({exc})"
-            ) from exc
-        return rabbitmq.RabbitMQTransport.from_env(environ)
-    if kind == "sqs":
-        try:
-            from asya_transports import sqs
-        except ImportError as exc:
-            raise ImportError(
-                f"the sqs transport needs aioboto3: pip install 'asya[sqs]' ({exc})"
-            ) from exc
-        return sqs.SQSTransport.from_env(environ)
-    if kind == "pubsub":
-        try:
-            from asya_transports import pubsub
-        except ImportError as exc:
-            raise ImportError(
-                f"the pubsub transport needs gcloud-aio-pubsub: pip install 'asya[pubsub]' ({exc})"
-            ) from exc
-        return pubsub.PubSubTransport.from_env(environ)
-    raise ValueError(f"unknown transport {kind!r}; choose one of {', '.join(KINDS)}")
+    found = _MODULES.get(kind)
+    if found is None:
+        raise ValueError(f"unknown transport {kind!r}; choose one of {', '.join(KINDS)}")
+    try:
+        module = importlib.import_module(found.module)
+    except ImportError as exc:
+        raise ImportError(
+            f"the {kind} transport needs {found.sdk}: pip install 'asya[{found.extra}]' ({exc})"
+        ) from exc
+    transport = getattr(module, found.cls).from_env(environ)
+    assert isinstance(transport, Broker)  # tests/transports/test_factory.py checks it statically
+    return transport

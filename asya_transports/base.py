@@ -1,14 +1,25 @@
-"""The Transport protocol: the only view of a broker that the rest of the sidecar has.
+"""The protocols through which every Asya process sees a broker, and the errors they raise.
 
-One module per broker implements it (local.py, rabbitmq.py, ...), importing only its own SDK
-and translating that SDK's exceptions into the ones below, so nothing outside a transport
-module ever sees aio-pika, botocore or Google exceptions.
+Two protocols, as small as they can be, so that each caller depends only on what it uses:
+
+    Transport   the data path: receive (deliveries you settle), send. The sidecar's view.
+    Admin       queue administration: ensure_queue, delete_queue, queue_depth. The view of
+                the operator, the CLI and the bench (and of a sidecar that creates its own
+                queue in development).
+    Broker      both: what every broker module (local.py, rabbitmq.py, sqs.py, pubsub.py)
+                implements and `asya_transports.create` returns.
+
+Each broker module imports only its own SDK and translates that SDK's exceptions into the
+ones below, so nothing outside it ever sees aio-pika, botocore or Google exceptions.
 
 Errors (what the caller does next):
 
     TransportError            base class
     ├── TransportUnavailable  the broker cannot be reached now; retry later, nothing is lost
     ├── QueueNotFound         the named queue does not exist (for a send: nobody consumes it)
+    ├── InvalidQueueName      the name cannot name a queue on this broker (too long, a
+    │                         character it refuses); retrying cannot help. Also an
+    │                         asya_shared.names.InvalidName, like the names Asya refuses itself
     ├── MessageTooLarge       the body exceeds what this broker accepts
     └── Unsupported           this broker cannot do what was asked (for example a delay longer
                               than it allows); the message says what it can do
@@ -17,7 +28,9 @@ Errors (what the caller does next):
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
+
+from asya_shared import names
 
 
 class TransportError(Exception):
@@ -35,6 +48,10 @@ class QueueNotFound(TransportError):
         message = f"queue {queue!r} does not exist"
         super().__init__(f"{message}: {detail}" if detail else message)
         self.queue = queue
+
+
+class InvalidQueueName(TransportError, names.InvalidName):
+    """The broker would refuse this queue name; it is never truncated (two could collide)."""
 
 
 class MessageTooLarge(TransportError):
@@ -86,8 +103,11 @@ class Receiver(Protocol):
     """An open subscription to one queue.
 
     `__anext__` may be cancelled (for example by `asyncio.wait_for`) without ending the
-    subscription or losing a message. `aclose` stops receiving: messages fetched but not yet
-    handed out go back to the queue; deliveries already handed out can still be settled.
+    subscription or losing a message. A failure the receiver cannot get past by itself
+    (QueueNotFound, a bug) is raised by the next `__anext__`; the call after that tries
+    again. `aclose` stops receiving: messages fetched but not yet handed out go back to the
+    queue; deliveries already handed out can still be settled. (receiving.py holds the
+    machinery every broker shares to do this.)
     """
 
     def __aiter__(self) -> Receiver: ...
@@ -114,22 +134,12 @@ class ClosesOnExit:
 
 
 @runtime_checkable
-class Transport(Protocol):
-    """A connection to one broker. Use as `async with transport:`; safe for concurrent use."""
+class Connection(Protocol):
+    """What both halves share: a name, and `async with` to open and close."""
 
     name: str
-    # Largest body `send` accepts; larger ones raise MessageTooLarge before any I/O.
-    max_message_bytes: int
-    # How long a delivery stays invisible before the broker hands it out again, unless
-    # extended; None when deliveries are held for as long as the connection lives (RabbitMQ).
-    lease_seconds: float | None
 
-    @property
-    def max_delay_seconds(self) -> float:
-        """The longest `delay` that `send` accepts; a longer one raises Unsupported."""
-        ...
-
-    async def __aenter__(self) -> Transport: ...
+    async def __aenter__(self) -> Self: ...
 
     async def __aexit__(
         self,
@@ -140,6 +150,22 @@ class Transport(Protocol):
 
     async def close(self) -> None:
         """Release connections. Unsettled deliveries return to their queues."""
+
+
+@runtime_checkable
+class Transport(Connection, Protocol):
+    """The data path to one broker. Use as `async with transport:`; safe for concurrent use."""
+
+    # Largest body `send` accepts; larger ones raise MessageTooLarge before any I/O.
+    max_message_bytes: int
+    # How long a delivery stays invisible before the broker hands it out again, unless
+    # extended; None when deliveries are held for as long as the connection lives (RabbitMQ).
+    lease_seconds: float | None
+
+    @property
+    def max_delay_seconds(self) -> float:
+        """The longest `delay` that `send` accepts; a longer one raises Unsupported."""
+        ...
 
     def receive(self, queue: str, *, prefetch: int) -> Receiver:
         """Subscribe to `queue`; never more than `prefetch` deliveries unsettled at once.
@@ -154,11 +180,18 @@ class Transport(Protocol):
         """Put `body` on `queue`; return only once the broker has confirmed it is stored.
 
         `delay` seconds (> 0) keeps it invisible for that long. Raises QueueNotFound if the
-        queue does not exist, MessageTooLarge, TransportUnavailable, or Unsupported.
+        queue does not exist, InvalidQueueName, MessageTooLarge, TransportUnavailable, or
+        Unsupported.
         """
 
+
+@runtime_checkable
+class Admin(Connection, Protocol):
+    """Queue administration on one broker. Use as `async with admin:`."""
+
     async def ensure_queue(self, queue: str) -> None:
-        """Create `queue` if it does not exist (idempotent)."""
+        """Create `queue` (and its dead-letter queue, where the broker has one) if it does
+        not exist; idempotent."""
 
     async def delete_queue(self, queue: str) -> None:
         """Delete `queue` and its messages; deleting a missing queue is not an error."""
@@ -167,6 +200,11 @@ class Transport(Protocol):
         """Messages waiting in `queue`, not counting those a consumer holds right now.
 
         Delayed messages count where the broker keeps them in the queue itself. Raises
-        QueueNotFound for a missing queue.
+        QueueNotFound for a missing queue, Unsupported where the broker cannot count.
         """
         ...
+
+
+@runtime_checkable
+class Broker(Transport, Admin, Protocol):
+    """Both halves: what every broker module implements."""

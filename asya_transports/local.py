@@ -23,7 +23,6 @@ import functools
 import logging
 import math
 import os
-import random
 import secrets
 import sqlite3
 import time
@@ -34,6 +33,7 @@ from typing import NamedTuple, Self, TypeVar
 
 from asya_shared import env
 from asya_shared.durations import positive_duration_from_env
+from asya_transports import receiving
 from asya_transports.base import (
     ClosesOnExit,
     MessageTooLarge,
@@ -59,9 +59,10 @@ BUSY_TIMEOUT_S = 10.0
 # under load; back off to 100 ms so an idle consumer costs about 10 cheap queries a second.
 IDLE_FIRST_S = 0.002
 IDLE_MAX_S = 0.1
-# After the database failed (locked past the busy timeout, disk error): capped, jittered.
-RETRY_FIRST_S = 0.1
-RETRY_MAX_S = 5.0
+# After the database failed (locked past the busy timeout, disk error): from 0.1 s up to 5 s.
+RETRY_BACKOFF = receiving.Backoff(initial=0.1, cap=5.0)
+# How long `close` lets a fetch in flight finish so its rows can be given back at once.
+ORPHAN_GRACE_S = 2.0
 
 # Each entry moves the schema up one version (PRAGMA user_version). Append; never edit one
 # that has shipped, since state dirs written by older versions replay only the newer steps.
@@ -88,7 +89,12 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 # --- Pure rules -------------------------------------------------------------------------------
 
 
-def lease_seconds_from_env(environ: Mapping[str, str]) -> float:
+def next_idle_delay(delay: float) -> float:
+    """The pause after another empty poll: doubled, up to IDLE_MAX_S."""
+    return min(delay * 2, IDLE_MAX_S)
+
+
+def lease_from_env(environ: Mapping[str, str]) -> float:
     """ASYA_LOCAL_LEASE_SECONDS as seconds (`30`, `2.5`, `90s`, `5m`); it must be positive."""
     return positive_duration_from_env(
         environ,
@@ -99,19 +105,7 @@ def lease_seconds_from_env(environ: Mapping[str, str]) -> float:
     )
 
 
-def next_idle_delay(delay: float) -> float:
-    """The pause after another empty poll: doubled, up to IDLE_MAX_S."""
-    return min(delay * 2, IDLE_MAX_S)
-
-
-def retry_delay(failures: int, jitter: float) -> float:
-    """The pause after `failures` failed polls in a row; `jitter` in [0, 1) spreads processes."""
-    # The exponent stops long past the cap: a database locked for hours must not overflow it.
-    capped = min(RETRY_FIRST_S * 2.0 ** min(failures - 1, 16), RETRY_MAX_S)
-    return capped * (0.5 + jitter / 2)
-
-
-def _translate(exc: Exception, path: Path) -> TransportError:
+def translate(exc: Exception, *, path: Path) -> TransportError:
     """The base.py error for a sqlite3 or OS error raised while using the file at `path`."""
     code = getattr(exc, "sqlite_errorname", "")
     if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
@@ -279,11 +273,73 @@ def _extend(conn: sqlite3.Connection, handle: tuple[int, str], seconds: float) -
         )
 
 
-# --- The asyncio shell ------------------------------------------------------------------------
+# --- Deliveries and receivers -----------------------------------------------------------------
+
+
+class LocalDelivery(receiving.PolledDelivery):
+    """One leased message; its (id, lease) handle settles it only while the lease is ours."""
+
+    def __init__(
+        self, transport: LocalTransport, receiver: LocalReceiver, message: _Leased
+    ) -> None:
+        super().__init__(receiver, body=message.body, delivery_count=message.delivery_count)
+        self.handle = (message.id, message.lease)
+        self._transport = transport
+
+    async def extend(self, seconds: float) -> None:
+        if not (seconds >= 0 and math.isfinite(seconds)):
+            raise ValueError(f"extend needs zero or a positive number of seconds, got {seconds!r}")
+        if not self.settled:
+            await self._transport._extend(self, seconds)
+
+    async def _delete(self) -> None:
+        await self._transport._ack(self)
+
+    async def _return(self) -> None:
+        await self._transport._release([self])
+
+    def _forget(self) -> None:
+        self._transport._held.discard(self)
+
+
+class LocalReceiver(receiving.PollingReceiver[LocalDelivery, list[_Leased]]):
+    """Leases rows into the inbox (implements base.Receiver).
+
+    SQLite cannot tell a waiting process that a row arrived, so an empty queue is polled:
+    every IDLE_FIRST_S at first, backing off to IDLE_MAX_S. A send or a nack in this process
+    wakes the receivers of that queue at once.
+    """
+
+    def __init__(self, transport: LocalTransport, queue: str, *, prefetch: int) -> None:
+        super().__init__(
+            queue, prefetch=prefetch, backoff=RETRY_BACKOFF, receivers=transport._receivers
+        )
+        self._transport = transport
+        self._idle = IDLE_FIRST_S
+
+    async def _fetch(self, count: int) -> list[_Leased]:
+        return await self._transport._take(self.queue, count)
+
+    async def _accept(self, batch: list[_Leased]) -> list[LocalDelivery]:
+        return [self._transport._track(self, message) for message in batch]
+
+    async def _give_back(self, deliveries: list[LocalDelivery]) -> None:
+        await self._transport._release(deliveries)
+
+    async def _between_fetches(self, received: int) -> None:
+        if received:
+            self._idle = IDLE_FIRST_S
+            return
+        await self._nap(self._idle)
+        self._idle = next_idle_delay(self._idle)
+
+
+# --- The transport ----------------------------------------------------------------------------
 
 
 class LocalTransport(ClosesOnExit):
-    """Queues in `<state_dir>/queues.sqlite3`, shared by every process that opens the same dir."""
+    """Queues in `<state_dir>/queues.sqlite3`, shared by every process that opens the same dir
+    (implements base.Broker)."""
 
     name = "local"
 
@@ -310,13 +366,14 @@ class LocalTransport(ClosesOnExit):
         self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
         self._closing = False
         self._shut = False
-        self._receivers: set[_LocalReceiver] = set()
-        self._held: set[_LocalDelivery] = set()  # leased by this instance, not yet settled
+        self._receivers: set[LocalReceiver] = set()
+        self._held: set[LocalDelivery] = set()  # leased by this instance, not yet settled
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LocalTransport:
+        """Configure from ASYA_STATE_DIR and ASYA_LOCAL_LEASE_SECONDS (empty means unset)."""
         state_dir = environ.get(env.STATE_DIR, "").strip() or DEFAULT_STATE_DIR
-        return cls(state_dir, lease_seconds=lease_seconds_from_env(environ))
+        return cls(state_dir, lease_seconds=lease_from_env(environ))
 
     async def __aenter__(self) -> Self:
         await self._call(lambda conn: None)  # open and migrate now, so errors surface here
@@ -328,7 +385,7 @@ class LocalTransport(ClosesOnExit):
             return
         self._closing = True
         for receiver in list(self._receivers):
-            await receiver.aclose()
+            await receiver.close_within(ORPHAN_GRACE_S)
         await self._release(list(self._held))
         self._shut = True
         # Straight to the thread, not through _call, which would open a file never opened.
@@ -341,9 +398,7 @@ class LocalTransport(ClosesOnExit):
             raise TransportUnavailable(f"the local transport on {self.path} is closed")
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch!r}")
-        receiver = _LocalReceiver(self, queue, prefetch)
-        self._receivers.add(receiver)
-        return receiver
+        return LocalReceiver(self, queue, prefetch=prefetch)
 
     async def send(self, queue: str, body: bytes, *, delay: float = 0.0) -> None:
         if len(body) > self.max_message_bytes:
@@ -364,18 +419,23 @@ class LocalTransport(ClosesOnExit):
 
     # Used by receivers and deliveries.
 
-    async def _take(self, receiver: _LocalReceiver, limit: int) -> list[_LocalDelivery]:
-        leased = await self._call(
-            functools.partial(_take, queue=receiver.queue, limit=limit, lease_seconds=self._lease_s)
+    async def _take(self, queue: str, limit: int) -> list[_Leased]:
+        return await self._call(
+            functools.partial(_take, queue=queue, limit=limit, lease_seconds=self._lease_s)
         )
-        deliveries = [_LocalDelivery(self, receiver, message) for message in leased]
-        self._held.update(deliveries)
-        return deliveries
 
-    async def _release(self, deliveries: list[_LocalDelivery]) -> None:
+    def _track(self, receiver: LocalReceiver, message: _Leased) -> LocalDelivery:
+        delivery = LocalDelivery(self, receiver, message)
+        self._held.add(delivery)
+        return delivery
+
+    async def _ack(self, delivery: LocalDelivery) -> None:
+        await self._call(functools.partial(_ack, handles=[delivery.handle]))
+
+    async def _release(self, deliveries: list[LocalDelivery]) -> None:
         """Return deliveries to their queues; on failure their leases expire instead."""
         for delivery in deliveries:
-            delivery._mark_settled()
+            delivery.mark_settled()
         if not deliveries:
             return
         try:
@@ -386,28 +446,8 @@ class LocalTransport(ClosesOnExit):
         for queue in {d.queue for d in deliveries}:
             self._wake_receivers(queue)
 
-    async def _settle(self, delivery: _LocalDelivery, *, ack: bool) -> None:
-        if delivery.settled:
-            return
-        if ack:
-            await self._call(functools.partial(_ack, handles=[delivery.handle]))
-        else:
-            await self._call(functools.partial(_release, handles=[delivery.handle]))
-        delivery._mark_settled()
-        if not ack:
-            self._wake_receivers(delivery.queue)
-
-    async def _extend(self, delivery: _LocalDelivery, seconds: float) -> None:
-        if not (seconds >= 0 and math.isfinite(seconds)):
-            raise ValueError(f"extend needs zero or a positive number of seconds, got {seconds!r}")
-        if not delivery.settled:
-            await self._call(functools.partial(_extend, handle=delivery.handle, seconds=seconds))
-
-    def _forget(self, delivery: _LocalDelivery) -> None:
-        self._held.discard(delivery)
-
-    def _forget_receiver(self, receiver: _LocalReceiver) -> None:
-        self._receivers.discard(receiver)
+    async def _extend(self, delivery: LocalDelivery, seconds: float) -> None:
+        await self._call(functools.partial(_extend, handle=delivery.handle, seconds=seconds))
 
     def _wake_receivers(self, queue: str) -> None:
         """Receivers in this process poll less when idle; spare them the wait for local news."""
@@ -427,7 +467,7 @@ class LocalTransport(ClosesOnExit):
                 self._conn = _open(self.path)
             return work(self._conn)
         except (sqlite3.Error, OSError) as exc:
-            raise _translate(exc, self.path) from exc
+            raise translate(exc, path=self.path) from exc
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -437,145 +477,3 @@ class LocalTransport(ClosesOnExit):
                 # Nothing is left to retry at shutdown: every commit is already in the WAL.
                 _log.warning("closing the local queue database %s failed: %s", self.path, exc)
             self._conn = None
-
-
-class _LocalDelivery:
-    """One leased message; its (id, lease) handle settles it only while the lease is ours."""
-
-    def __init__(
-        self, transport: LocalTransport, receiver: _LocalReceiver, message: _Leased
-    ) -> None:
-        self._transport = transport
-        self._receiver = receiver
-        self._message = message
-        self.settled = False
-
-    @property
-    def body(self) -> bytes:
-        return self._message.body
-
-    @property
-    def delivery_count(self) -> int:
-        return self._message.delivery_count
-
-    @property
-    def queue(self) -> str:
-        return self._receiver.queue
-
-    @property
-    def handle(self) -> tuple[int, str]:
-        return self._message.id, self._message.lease
-
-    async def ack(self) -> None:
-        await self._transport._settle(self, ack=True)
-
-    async def nack(self) -> None:
-        await self._transport._settle(self, ack=False)
-
-    async def extend(self, seconds: float) -> None:
-        await self._transport._extend(self, seconds)
-
-    def _mark_settled(self) -> None:
-        if not self.settled:
-            self.settled = True
-            self._transport._forget(self)
-            self._receiver.slot_freed()
-
-
-class _LocalReceiver:
-    """A background task leases into a buffer; `__anext__` only waits on the buffer.
-
-    Waiting on an asyncio.Queue can be cancelled without losing an item, which is what makes
-    `__anext__` safe under `asyncio.wait_for`. The buffer ends with an exception or `None`
-    (closed) that stays at its head, so every later `__anext__` sees the same end.
-    """
-
-    def __init__(self, transport: LocalTransport, queue: str, prefetch: int) -> None:
-        self.queue = queue
-        self._transport = transport
-        self._prefetch = prefetch
-        self._buffer: asyncio.Queue[_LocalDelivery | Exception | None] = asyncio.Queue()
-        # Handed out or buffered, and not settled: what prefetch bounds.
-        self._unsettled = 0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-
-    def __aiter__(self) -> _LocalReceiver:
-        return self
-
-    async def __anext__(self) -> _LocalDelivery:
-        if self._task is None and not self._stopping:
-            self._task = asyncio.create_task(self._fill(), name=f"asya-local-receive:{self.queue}")
-        item = await self._buffer.get()
-        if isinstance(item, _LocalDelivery):
-            return item
-        self._buffer.put_nowait(item)  # leave the end in place for the next caller
-        if item is None:
-            raise StopAsyncIteration
-        raise item
-
-    async def aclose(self) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            # The task ends at its next step; waiting (not cancelling) it means a lease in
-            # flight lands in the buffer and is released below, instead of being stranded.
-            await asyncio.wait([self._task])
-        leftovers: list[_LocalDelivery] = []
-        while not self._buffer.empty():
-            item = self._buffer.get_nowait()
-            if isinstance(item, _LocalDelivery):
-                leftovers.append(item)
-        self._buffer.put_nowait(None)
-        self._transport._forget_receiver(self)
-        await self._transport._release(leftovers)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def slot_freed(self) -> None:
-        self._unsettled -= 1
-        self._wake.set()
-
-    async def _fill(self) -> None:
-        idle, failures = IDLE_FIRST_S, 0
-        try:
-            while not self._stopping:
-                # Cleared before looking, so a wake-up that comes while we look is kept.
-                self._wake.clear()
-                free = self._prefetch - self._unsettled
-                if free <= 0:
-                    await self._wake.wait()
-                    continue
-                try:
-                    deliveries = await self._transport._take(self, free)
-                except QueueNotFound as exc:
-                    self._buffer.put_nowait(exc)
-                    return
-                except TransportUnavailable as exc:
-                    failures += 1
-                    pause = retry_delay(failures, random.random())
-                    _log.warning(
-                        "receiving from %r failed; retrying in %.2f s: %s", self.queue, pause, exc
-                    )
-                    await self._nap(pause)
-                    continue
-                failures = 0
-                self._unsettled += len(deliveries)
-                for delivery in deliveries:
-                    self._buffer.put_nowait(delivery)
-                if deliveries:
-                    idle = IDLE_FIRST_S
-                else:
-                    await self._nap(idle)
-                    idle = next_idle_delay(idle)
-        except Exception as exc:  # a bug or a damaged file: end the subscription, loudly
-            self._buffer.put_nowait(exc)
-
-    async def _nap(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()

@@ -73,7 +73,6 @@ import contextlib
 import json
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import Awaitable, Iterator, Mapping
@@ -83,11 +82,12 @@ import aiohttp
 from gcloud.aio.auth import Token
 from gcloud.aio.pubsub import PublisherClient, PubsubMessage, SubscriberClient, SubscriberMessage
 
-from asya_shared import env
+from asya_shared import env, names
 from asya_shared.durations import positive_duration_from_env
+from asya_transports import receiving
 from asya_transports.base import (
     ClosesOnExit,
-    Delivery,
+    InvalidQueueName,
     MessageTooLarge,
     QueueNotFound,
     Receiver,
@@ -117,7 +117,6 @@ MAX_PULL_MESSAGES: Final = 1000
 SPARE_ATTEMPTS: Final = 3
 LONGEST_RETENTION: Final = "2678400s"  # 31 days, the most Pub/Sub keeps unacked messages
 EMULATOR_RETENTION: Final = "604800s"  # 7 days: the emulator's maximum, and the default
-DEAD_LETTER_SUFFIX: Final = "-dlq"
 NOT_BEFORE: Final = "asya-not-before"
 # Bound on one call (publish, create, ack...), token refresh included: a send while the
 # endpoint is unreachable fails within this.
@@ -134,30 +133,10 @@ _NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
 
 def check_queue_name(queue: str) -> None:
     if not _NAME.fullmatch(queue) or queue.startswith("goog"):
-        raise TransportError(
+        raise InvalidQueueName(
             f"queue name {queue!r} cannot name a Pub/Sub topic and subscription: use 3 to 255 "
             "letters, digits and - _ . ~ + %, starting with a letter and not with 'goog'"
         )
-
-
-def dead_letter_name(queue: str) -> str:
-    return f"{queue}{DEAD_LETTER_SUFFIX}"
-
-
-def emulator_api_root(host: str) -> str:
-    """The REST root of an emulator at `host` (`127.0.0.1:8085`, as PUBSUB_EMULATOR_HOST)."""
-    host = host.strip().rstrip("/")
-    return f"{host}/v1" if "://" in host else f"http://{host}/v1"
-
-
-def deadline_seconds(seconds: float) -> int:
-    """An ack deadline for modifyAckDeadline: whole seconds, rounded up, within 0..600."""
-    return max(0, min(MAX_ACK_DEADLINE_S, math.ceil(seconds)))
-
-
-def subscription_ack_deadline(lease: float) -> int:
-    """The subscription's ack deadline for a lease: whole seconds within 10..600."""
-    return max(MIN_ACK_DEADLINE_S, deadline_seconds(lease))
 
 
 def max_delay_seconds(max_delivery_attempts: int) -> float:
@@ -217,6 +196,16 @@ def delivery_count(delivery_attempt: int | None, *, delayed: bool) -> int | None
     return delivery_attempt
 
 
+def deadline_seconds(seconds: float) -> int:
+    """An ack deadline for modifyAckDeadline: whole seconds, rounded up, within 0..600."""
+    return max(0, min(MAX_ACK_DEADLINE_S, math.ceil(seconds)))
+
+
+def subscription_ack_deadline(lease: float) -> int:
+    """The subscription's ack deadline for a lease: whole seconds within 10..600."""
+    return max(MIN_ACK_DEADLINE_S, deadline_seconds(lease))
+
+
 def subscription_body(
     *, dead_letter_topic: str | None, ack_deadline: int, max_delivery_attempts: int, retention: str
 ) -> dict[str, Any]:
@@ -236,12 +225,10 @@ def subscription_body(
     return body
 
 
-def backoff_delay(attempt: int, *, initial: float, cap: float, rand: float) -> float:
-    """Pause before retry number `attempt` (0-based): capped exponential, full jitter.
-
-    `rand` is a number drawn uniformly from [0, 1).
-    """
-    return rand * min(cap, initial * 2.0 ** min(attempt, 62))
+def emulator_api_root(host: str) -> str:
+    """The REST root of an emulator at `host` (`127.0.0.1:8085`, as PUBSUB_EMULATOR_HOST)."""
+    host = host.strip().rstrip("/")
+    return f"{host}/v1" if "://" in host else f"http://{host}/v1"
 
 
 def project_from_env(environ: Mapping[str, str]) -> str:
@@ -256,7 +243,7 @@ def project_from_env(environ: Mapping[str, str]) -> str:
     return project
 
 
-def ack_deadline_from_env(environ: Mapping[str, str]) -> float:
+def lease_from_env(environ: Mapping[str, str]) -> float:
     """ASYA_PUBSUB_ACK_DEADLINE as seconds (`60`, `90s`, `5m`): more than 0, at most 600."""
     return positive_duration_from_env(
         environ,
@@ -348,194 +335,73 @@ async def _within(call: Awaitable[T], timeout: float) -> T:
 # --- Deliveries and receivers -----------------------------------------------------------------
 
 
-class PubSubDelivery:
+class PubSubDelivery(receiving.PolledDelivery):
     """A message pulled from a subscription (implements base.Delivery).
 
     Its ack id names this delivery only: once the deadline passed and Pub/Sub delivered the
     message again, acking or nacking it changes nothing, and raises nothing.
     """
 
-    def __init__(self, receiver: PubSubReceiver, message: SubscriberMessage) -> None:
-        self._receiver = receiver
-        self._transport = receiver.transport
-        self.ack_id = message.ack_id
-        self._body = message.data or b""
+    def __init__(
+        self, transport: PubSubTransport, receiver: PubSubReceiver, message: SubscriberMessage
+    ) -> None:
         delayed = NOT_BEFORE in (message.attributes or {})
-        self._count = delivery_count(message.delivery_attempt, delayed=delayed)
-        self._settled = False
-
-    @property
-    def body(self) -> bytes:
-        return self._body
-
-    @property
-    def delivery_count(self) -> int | None:
-        return self._count
-
-    @property
-    def queue(self) -> str:
-        return self._receiver.queue
-
-    async def ack(self) -> None:
-        await self._settle(ack=True)
-
-    async def nack(self) -> None:
-        await self._settle(ack=False)
+        super().__init__(
+            receiver,
+            body=message.data or b"",
+            delivery_count=delivery_count(message.delivery_attempt, delayed=delayed),
+        )
+        self.ack_id = message.ack_id
+        self._transport = transport
 
     async def extend(self, seconds: float) -> None:
         """Set the deadline to `seconds` from now (whole seconds, at most Pub/Sub's 600)."""
         if not seconds >= 0:
             raise ValueError(f"extend needs zero or a positive number of seconds, got {seconds!r}")
-        if self._settled:
+        if self.settled:
             return
         await self._transport._set_deadline(self.queue, [self.ack_id], deadline_seconds(seconds))
 
-    def handed_out(self) -> None:
-        self._transport._held.add(self)
+    async def _delete(self) -> None:
+        await self._transport._acknowledge(self.queue, [self.ack_id])
 
-    def mark_settled(self) -> bool:
-        """Settle without telling Pub/Sub; False if it was settled already."""
-        if self._settled:
-            return False
-        self._settled = True
+    async def _return(self) -> None:
+        await self._transport._release([self])
+
+    def _forget(self) -> None:
         self._transport._held.discard(self)
-        self._receiver.slot_freed()
-        return True
-
-    async def _settle(self, *, ack: bool) -> None:
-        if not self.mark_settled():
-            return
-        if ack:
-            await self._transport._acknowledge(self.queue, [self.ack_id])
-        else:
-            await self._transport._release([self])
 
 
-class PubSubReceiver:
-    """A pull subscription to one queue that survives outages (implements base.Receiver).
+class PubSubReceiver(receiving.PollingReceiver[PubSubDelivery, list[SubscriberMessage]]):
+    """Pulls from one subscription into the inbox (implements base.Receiver).
 
-    A background task pulls into an asyncio.Queue, so a cancelled `__anext__` loses nothing.
-    It asks for no more messages than there are free slots: `prefetch` minus the deliveries
-    handed out or buffered and not settled. If the subscription does not exist (deleted, or
-    an emulator that restarted without its state), `__anext__` raises QueueNotFound and the
-    next call tries again.
+    It asks for no more messages than there are free prefetch slots. If the subscription does
+    not exist (deleted, or an emulator that restarted without its state), `__anext__` raises
+    QueueNotFound and the next call tries again.
     """
 
     def __init__(self, transport: PubSubTransport, queue: str, *, prefetch: int) -> None:
-        self.queue = queue
-        self.transport = transport
-        self._prefetch = prefetch
-        # None is the "closed" marker; a TransportError is handed to the next __anext__.
-        self._inbox: asyncio.Queue[PubSubDelivery | TransportError | None] = asyncio.Queue()
-        self._unsettled = 0  # handed out or buffered, and not settled: what prefetch bounds
-        self._wake = asyncio.Event()  # a slot was freed, or the receiver closed
-        self._closing = asyncio.Event()  # ends a backoff pause early
-        self._closed = False
-        self._task: asyncio.Task[None] | None = None
-        self._start()
+        super().__init__(
+            queue, prefetch=prefetch, backoff=transport._backoff, receivers=transport._receivers
+        )
+        self._transport = transport
 
-    def __aiter__(self) -> Receiver:
-        return self
+    async def _fetch(self, count: int) -> list[SubscriberMessage]:
+        return await self._transport._pull(self.queue, count)
 
-    async def __anext__(self) -> Delivery:
-        if self._closed:
-            raise StopAsyncIteration
-        if self._inbox.empty():
-            # Only once a failure was reported: restarting before, the new task could take
-            # messages into a buffer that a caller who gave up on this receiver never reads.
-            self._start()
-        item = await self._inbox.get()
-        if item is None:
-            self._inbox.put_nowait(None)  # for the next waiter
-            raise StopAsyncIteration
-        if isinstance(item, TransportError):
-            raise item
-        item.handed_out()
-        return item
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._wake.set()  # a task waiting for a slot or backing off ends now
-        self._closing.set()
-        buffered: list[PubSubDelivery] = []
-        while not self._inbox.empty():
-            item = self._inbox.get_nowait()
-            if isinstance(item, PubSubDelivery):
-                buffered.append(item)
-        self._inbox.put_nowait(None)
-        # A pull in flight is left to finish (see the module docstring): `_accept` gives
-        # back what it brings, and the transport keeps the task until then.
-        await self.transport._release(buffered)
-
-    async def abandon(self) -> None:
-        """Close and stop pulling at once, even mid-pull: the transport is closing."""
-        await self.aclose()
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task])
-
-    def slot_freed(self) -> None:
-        self._unsettled -= 1
-        self._wake.set()
-
-    def _start(self) -> None:
-        if self._closed or (self._task is not None and not self._task.done()):
-            return
-        self._task = asyncio.create_task(self._supervise(), name=f"pull {self.queue}")
-        self._task.add_done_callback(self._ended)
-
-    def _ended(self, _task: asyncio.Task[None]) -> None:
-        if self._closed:
-            self.transport._receivers.discard(self)
-
-    async def _supervise(self) -> None:
-        transport = self.transport
-        initial, cap = transport._reconnect_initial, transport._reconnect_max
-        failures = 0
-        try:
-            while not self._closed:
-                # Cleared before looking, so a slot freed while we look is not missed.
-                self._wake.clear()
-                free = self._prefetch - self._unsettled
-                if free <= 0:
-                    await self._wake.wait()
-                    continue
-                try:
-                    messages = await transport._pull(self.queue, free)
-                except QueueNotFound as exc:
-                    self._inbox.put_nowait(exc)
-                    return
-                except TransportError as exc:
-                    pause = backoff_delay(failures, initial=initial, cap=cap, rand=random.random())
-                    failures += 1
-                    log.warning(
-                        "cannot pull from %r, retrying in %.1f s: %s", self.queue, pause, exc
-                    )
-                    await self._nap(pause)
-                    continue
-                failures = 0
-                await self._accept(messages)
-        except Exception as exc:  # a bug, not the broker: surface it, do not loop on it
-            log.exception("receiver of %r failed", self.queue)
-            failure = TransportError(f"receiver of {self.queue!r} failed: {exc!r}")
-            failure.__cause__ = exc
-            self._inbox.put_nowait(failure)
-
-    async def _accept(self, messages: list[SubscriberMessage]) -> None:
-        transport = self.transport
+    async def _accept(self, batch: list[SubscriberMessage]) -> list[PubSubDelivery]:
+        """The messages that are due, with this transport's lease; the others are held back
+        until their time."""
+        transport = self._transport
         now = time.time()
         ready: list[PubSubDelivery] = []
         holds: dict[int, list[str]] = {}
-        for message in messages:
+        for message in batch:
             hold = hold_seconds(message.attributes, now=now)
             if hold is None:
-                ready.append(PubSubDelivery(self, message))
+                ready.append(transport._track(self, message))
             else:
                 holds.setdefault(hold, []).append(message.ack_id)
-        self._unsettled += len(ready)
         for seconds, ack_ids in holds.items():
             # Too early: hidden again until its time.
             try:
@@ -563,16 +429,10 @@ class PubSubReceiver:
                     transport._per_message_deadline,
                     exc,
                 )
-        if self._closed:  # pulled while closing: straight back to the queue
-            await transport._release(ready)
-            return
-        for delivery in ready:
-            self._inbox.put_nowait(delivery)
+        return ready
 
-    async def _nap(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._closing.wait()
+    async def _give_back(self, deliveries: list[PubSubDelivery]) -> None:
+        await self._transport._release(deliveries)
 
 
 # --- The transport ----------------------------------------------------------------------------
@@ -618,13 +478,12 @@ class PubSubTransport(ClosesOnExit):
         self._ack_deadline = subscription_ack_deadline(lease_seconds)
         # A lease shorter than any subscription deadline is set on each pulled message.
         self._per_message_deadline = deadline if deadline != self._ack_deadline else None
-        self._reconnect_initial = reconnect_initial
-        self._reconnect_max = reconnect_max
+        self._backoff = receiving.Backoff(initial=reconnect_initial, cap=reconnect_max)
         self._session: aiohttp.ClientSession | None = None
         self._publisher: PublisherClient | None = None
         self._subscriber: SubscriberClient | None = None
         self._receivers: set[PubSubReceiver] = set()
-        self._held: set[PubSubDelivery] = set()  # handed out and not settled
+        self._held: set[PubSubDelivery] = set()  # pulled by this transport, not settled yet
         self._short_retention = False  # the endpoint refused LONGEST_RETENTION once
         self._closed = False
 
@@ -641,7 +500,7 @@ class PubSubTransport(ClosesOnExit):
         return cls(
             project=project_from_env(environ),
             emulator_host=(environ.get(env.PUBSUB_EMULATOR_HOST) or "").strip() or None,
-            lease_seconds=ack_deadline_from_env(environ),
+            lease_seconds=lease_from_env(environ),
             max_delivery_attempts=max_delivery_attempts_from_env(environ),
         )
 
@@ -660,7 +519,9 @@ class PubSubTransport(ClosesOnExit):
             return
         self._closed = True
         for receiver in list(self._receivers):
-            await receiver.abandon()
+            # No grace: the server holds an empty pull open for about 90 s, and what an
+            # aborted pull took comes back after its ack deadline anyway.
+            await receiver.close_within(0)
         # Pub/Sub has no connection whose loss returns messages: give back the unsettled ones
         # now rather than after their deadline.
         await self._release(list(self._held))
@@ -676,9 +537,7 @@ class PubSubTransport(ClosesOnExit):
         if self._closed:
             raise self._not_open()
         self._subscriber_client()  # refuse now rather than from the background task
-        receiver = PubSubReceiver(self, queue, prefetch=prefetch)
-        self._receivers.add(receiver)
-        return receiver
+        return PubSubReceiver(self, queue, prefetch=prefetch)
 
     async def send(self, queue: str, body: bytes, *, delay: float = 0.0) -> None:
         check_queue_name(queue)
@@ -706,7 +565,7 @@ class PubSubTransport(ClosesOnExit):
 
     async def ensure_queue(self, queue: str) -> None:
         check_queue_name(queue)
-        dead_letters = dead_letter_name(queue)
+        dead_letters = names.dead_letter_name(queue)
         check_queue_name(dead_letters)
         await self._create_topic(queue)
         # The dead-letter subscription before the queue's: a dead letter sent to a topic
@@ -756,6 +615,11 @@ class PubSubTransport(ClosesOnExit):
                 subscriber.pull(self._subscription(queue), max_messages, timeout=PULL_TIMEOUT_S),
                 PULL_TIMEOUT_S,
             )
+
+    def _track(self, receiver: PubSubReceiver, message: SubscriberMessage) -> PubSubDelivery:
+        delivery = PubSubDelivery(self, receiver, message)
+        self._held.add(delivery)
+        return delivery
 
     async def _acknowledge(self, queue: str, ack_ids: list[str]) -> None:
         """Never raises: an ack that does not arrive means the message comes back after its

@@ -55,7 +55,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Set
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -78,9 +77,10 @@ from aiormq.exceptions import (
     PublishError,
 )
 
+from asya_transports import receiving
 from asya_transports.base import (
     ClosesOnExit,
-    Delivery,
+    InvalidQueueName,
     MessageTooLarge,
     QueueNotFound,
     Receiver,
@@ -116,6 +116,17 @@ PERSISTENT: Final = 2
 # framing errors, socket errors and timeouts (OSError), and the RuntimeErrors aio-pika uses
 # for a channel or connection in the wrong state (ChannelInvalidStateError among them).
 _SDK_ERRORS: Final = (AMQPError, pamqp.exceptions.PAMQPException, OSError, RuntimeError)
+
+
+# --- Pure rules -------------------------------------------------------------------------------
+
+
+def check_queue_name(queue: str) -> None:
+    size = len(queue.encode())
+    if not 0 < size <= MAX_NAME_BYTES:
+        raise InvalidQueueName(
+            f"queue name {queue!r} has {size} bytes; RabbitMQ needs 1 to {MAX_NAME_BYTES}"
+        )
 
 
 def delay_bucket_ms(delay: float) -> int:
@@ -162,14 +173,6 @@ def delivery_count(headers: Mapping[str, Any] | None, *, redelivered: bool) -> i
     return None if redelivered else 1
 
 
-def backoff_delay(attempt: int, *, initial: float, cap: float, rand: float) -> float:
-    """Pause before retry number `attempt` (0-based): capped exponential, full jitter.
-
-    `rand` is a number drawn uniformly from [0, 1).
-    """
-    return rand * min(cap, initial * 2.0 ** min(attempt, 62))
-
-
 def ack_plan(unsettled: Iterable[int], ready: Set[int]) -> tuple[int | None, list[int]]:
     """How to ack the tags in `ready`: (a tag to ack with multiple=True, or None; the rest).
 
@@ -187,14 +190,6 @@ def ack_plan(unsettled: Iterable[int], ready: Set[int]) -> tuple[int | None, lis
         return None, sorted(ready)
     covered = set(run)
     return run[-1], sorted(tag for tag in ready if tag not in covered)
-
-
-def check_queue_name(queue: str) -> None:
-    size = len(queue.encode())
-    if not 0 < size <= MAX_NAME_BYTES:
-        raise TransportError(
-            f"queue name {queue!r} has {size} bytes; RabbitMQ needs 1 to {MAX_NAME_BYTES}"
-        )
 
 
 def queue_type_from_env(environ: Mapping[str, str]) -> str:
@@ -233,27 +228,24 @@ def translate(exc: BaseException, *, queue: str, doing: str) -> TransportError:
     return TransportError(f"cannot {doing} queue {queue!r}: {detail}")
 
 
-def _cancelled_by_caller() -> bool:
-    # aiormq cancels the futures of a channel that closes under us; awaiting one raises a
-    # CancelledError although nobody cancelled our task, and letting it escape would make
-    # the caller believe it was cancelled itself.
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 @contextlib.contextmanager
 def _edge(queue: str, doing: str) -> Iterator[None]:
     """Translate what the AMQP stack raises inside the block into a base.py error."""
     try:
         yield
     except asyncio.CancelledError as exc:
-        if _cancelled_by_caller():
+        # aiormq cancels the futures of a channel that closes under us; letting that escape
+        # would make the caller believe it was cancelled itself.
+        if receiving.cancelled_by_caller():
             raise
         raise TransportUnavailable(
             f"the channel closed while trying to {doing} queue {queue!r}; try again later"
         ) from exc
     except _SDK_ERRORS as exc:
         raise translate(exc, queue=queue, doing=doing) from exc
+
+
+# --- Connections and channels -----------------------------------------------------------------
 
 
 def _where(url: str) -> str:
@@ -472,6 +464,9 @@ class _Subscription:
         self.lost.set()
 
 
+# --- Deliveries and receivers -----------------------------------------------------------------
+
+
 class RabbitMQDelivery:
     """A message received from RabbitMQ (implements base.Delivery)."""
 
@@ -536,102 +531,55 @@ class RabbitMQDelivery:
             await self._subscription.nack(self._tag)
 
 
-class RabbitMQReceiver:
+class RabbitMQReceiver(receiving.BaseReceiver[RabbitMQDelivery]):
     """A subscription to one queue that survives reconnects (implements base.Receiver).
 
-    A background task owns the consumer; its callback puts messages in an asyncio.Queue, so
-    a cancelled `__anext__` loses nothing. If the queue does not exist, `__anext__` raises
-    QueueNotFound and the next call tries again.
+    The broker pushes deliveries (no more than `prefetch` unsettled, by basic.qos) and the
+    consumer's callback puts them in the inbox. Each round of the loop subscribes and waits
+    until the channel or the consumer is lost; a lost subscription's deliveries are stale.
     """
 
     def __init__(self, transport: RabbitMQTransport, queue: str, *, prefetch: int) -> None:
-        self.queue = queue
+        super().__init__(queue, backoff=transport._backoff, receivers=transport._receivers)
         self._transport = transport
         self._prefetch = prefetch
-        # None is the "closed" marker; a TransportError is handed to the next __anext__.
-        self._inbox: asyncio.Queue[RabbitMQDelivery | TransportError | None] = asyncio.Queue()
         self._subscription: _Subscription | None = None
-        self._closed = False
-        self._task: asyncio.Task[None] | None = None
-        self._start()
-
-    def __aiter__(self) -> Receiver:
-        return self
-
-    async def __anext__(self) -> Delivery:
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            self._start()
-            item = await self._inbox.get()
-            if item is None:
-                self._inbox.put_nowait(None)  # for the next waiter
-                raise StopAsyncIteration
-            if isinstance(item, TransportError):
-                raise item
-            if item.is_stale:
-                continue
-            item.handed_out()
-            return item
 
     async def aclose(self) -> None:
         if self._closed:
             return
-        await self.abandon()
+        await self._stop()
         subscription = self._subscription
+        # Cancel the consumer before giving back, or the broker would hand what we give back
+        # straight to this consumer again.
         if subscription is not None:
             await subscription.stop_consuming()
-        while not self._inbox.empty():
-            item = self._inbox.get_nowait()
-            if isinstance(item, RabbitMQDelivery):
-                await item.give_back()
-        self._inbox.put_nowait(None)
+        await self._give_back(self._leftovers())
         if subscription is not None:
             await subscription.retire()
 
-    async def abandon(self) -> None:
-        """Stop the consumer task only; the transport closes the connection after this."""
-        self._closed = True
-        self._transport._receivers.discard(self)
-        self._inbox.put_nowait(None)
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def close_within(self, grace: float) -> None:
+        """Stop the loop only: the transport closes the connection next, which returns every
+        unsettled delivery to its queue."""
+        if not self._closed:
+            await self._stop()
 
-    def _start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._supervise(), name=f"consume {self.queue}")
+    async def _run(self) -> None:
+        subscription = await self._subscribe()
+        self._recovered()
+        await subscription.lost.wait()
+        await subscription.retire()
+        raise TransportUnavailable(f"lost the consumer of {self.queue!r}; reconnecting")
 
-    async def _supervise(self) -> None:
-        initial, cap = self._transport._reconnect_initial, self._transport._reconnect_max
-        failures, pause = 0, False
-        while True:
-            if pause:
-                await asyncio.sleep(
-                    backoff_delay(failures, initial=initial, cap=cap, rand=random.random())
-                )
-                failures += 1
-            pause = True
-            try:
-                subscription = await self._subscribe()
-            except QueueNotFound as exc:
-                self._inbox.put_nowait(exc)
-                return
-            except TransportError as exc:
-                log.warning("cannot consume from %r, will retry: %s", self.queue, exc)
-                continue
-            except Exception as exc:  # a bug, not the broker: surface it, do not loop on it
-                log.exception("consumer of %r failed", self.queue)
-                failure = TransportError(f"consumer of {self.queue!r} failed: {exc!r}")
-                failure.__cause__ = exc
-                self._inbox.put_nowait(failure)
-                return
-            failures = 0
-            await subscription.lost.wait()
-            log.warning("lost the consumer of %r; reconnecting", self.queue)
-            await subscription.retire()
+    async def _give_back(self, deliveries: list[RabbitMQDelivery]) -> None:
+        for delivery in deliveries:
+            await delivery.give_back()
+
+    def _hand_out(self, delivery: RabbitMQDelivery) -> bool:
+        if delivery.is_stale:
+            return False
+        delivery.handed_out()
+        return True
 
     async def _subscribe(self) -> _Subscription:
         connection = await self._transport._consume_link.connection()
@@ -645,7 +593,7 @@ class RabbitMQReceiver:
                     await subscription.channel.get_queue(self.queue, ensure=True)
 
                     async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-                        await self._accept(message, subscription)
+                        await self._deliver([RabbitMQDelivery(message, subscription)])
 
                     await subscription.start(self.queue, on_message)
             except BaseException:
@@ -653,14 +601,8 @@ class RabbitMQReceiver:
                 raise
         return subscription
 
-    async def _accept(
-        self, message: aiormq.abc.DeliveredMessage, subscription: _Subscription
-    ) -> None:
-        delivery = RabbitMQDelivery(message, subscription)
-        if self._closed:  # arrived between aclose and the broker's cancel-ok
-            await delivery.give_back()
-            return
-        self._inbox.put_nowait(delivery)
+
+# --- The transport ----------------------------------------------------------------------------
 
 
 class RabbitMQTransport(ClosesOnExit):
@@ -689,8 +631,7 @@ class RabbitMQTransport(ClosesOnExit):
         del lease_seconds
         self.lease_seconds: float | None = None
         self.max_delay_seconds = MAX_DELAY_SECONDS
-        self._reconnect_initial = reconnect_initial
-        self._reconnect_max = reconnect_max
+        self._backoff = receiving.Backoff(initial=reconnect_initial, cap=reconnect_max)
         self._publish_link = _Link(url, role="publish")
         self._consume_link = _Link(url, role="consume")
         self._publisher: aio_pika.abc.AbstractChannel | None = None
@@ -721,7 +662,7 @@ class RabbitMQTransport(ClosesOnExit):
             return
         self._closed = True
         for receiver in list(self._receivers):
-            await receiver.abandon()
+            await receiver.close_within(0)
         # Closing the connections returns every unsettled delivery to its queue.
         await self._consume_link.close()
         await self._publish_link.close()
@@ -732,9 +673,7 @@ class RabbitMQTransport(ClosesOnExit):
             raise ValueError(f"prefetch must be between 1 and 65535, got {prefetch}")
         if self._closed:
             raise TransportError("the RabbitMQ transport is closed")
-        receiver = RabbitMQReceiver(self, queue, prefetch=prefetch)
-        self._receivers.add(receiver)
-        return receiver
+        return RabbitMQReceiver(self, queue, prefetch=prefetch)
 
     async def send(self, queue: str, body: bytes, *, delay: float = 0.0) -> None:
         check_queue_name(queue)

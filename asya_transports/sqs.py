@@ -13,8 +13,8 @@ AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL itself). Credentials come only from the 
 chain: environment, shared files, IRSA or pod identity; never from Asya's configuration.
 
 Names. Queue names of at most 80 characters (letters, digits, '-' and '_'), SQS's limit, and
-so is `<queue>-dlq`: a name that does not fit is refused with `asya_shared.names.InvalidName`
-before any request, never truncated (two actors could collide).
+so is `<queue>-dlq`: a name that does not fit is refused with InvalidQueueName before any
+request, never truncated (two actors could collide).
 
 Bodies. SQS bodies are text, and only some characters are allowed (tab, LF, CR, U+0020 to
 U+D7FF, U+E000 to U+FFFD, U+10000 and up). A body that is valid UTF-8 made of those
@@ -68,14 +68,12 @@ again) settles nothing and raises nothing; so does settling twice.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
 import json
 import logging
 import math
-import random
 import re
 import time
 import weakref
@@ -90,9 +88,10 @@ from botocore import exceptions as boto  # type: ignore[import-untyped]
 
 from asya_shared import env, names
 from asya_shared.durations import positive_duration_from_env
+from asya_transports import receiving
 from asya_transports.base import (
     ClosesOnExit,
-    Delivery,
+    InvalidQueueName,
     MessageTooLarge,
     QueueNotFound,
     Receiver,
@@ -191,31 +190,15 @@ _SDK_ERRORS: Final = (boto.ClientError, boto.BotoCoreError, aiohttp.ClientError,
 # --- Pure rules -------------------------------------------------------------------------------
 
 
-class DelayPlan(NamedTuple):
-    delay_seconds: int  # SendMessage's DelaySeconds
-    not_before: float | None  # for `asya-not-before`, when the delay is longer than SQS's own
-
-
-class Received(NamedTuple):
-    """One message of a ReceiveMessage answer, decoded."""
-
-    message_id: str
-    receipt_handle: str
-    body: bytes
-    receive_count: int | None
-    not_before: float | None
-
-
-def dlq_name(queue: str) -> str:
-    return f"{queue}{names.DLQ_SUFFIX}"
-
-
 def check_queue_name(queue: str) -> None:
     """Refuse a name SQS would reject; never truncate. asya_shared.names checks the length of
     the name and of its dead-letter queue's name, both against SQS's 80 characters."""
-    names.check_queue_name(queue, "sqs")
+    try:
+        names.check_queue_name(queue, "sqs")
+    except names.InvalidName as exc:
+        raise InvalidQueueName(str(exc)) from None
     if not _NAME.fullmatch(queue):
-        raise names.InvalidName(
+        raise InvalidQueueName(
             f"queue name {queue!r} is not a name SQS accepts: use letters, digits, '-' and '_'"
         )
 
@@ -273,6 +256,11 @@ def too_large(queue: str, *, body_size: int, sqs_size: int, limit: int) -> Messa
     return error
 
 
+class DelayPlan(NamedTuple):
+    delay_seconds: int  # SendMessage's DelaySeconds
+    not_before: float | None  # for `asya-not-before`, when the delay is longer than SQS's own
+
+
 def max_delay_seconds(max_receive_count: int) -> int:
     """The longest delay that leaves SPARE_RECEIVES receives after the holds."""
     holds = max(0, max_receive_count - SPARE_RECEIVES)
@@ -314,6 +302,16 @@ def delivery_count(receive_count: int | None, *, delayed: bool) -> int | None:
     if receive_count is None or (delayed and receive_count > 1):
         return None
     return receive_count
+
+
+class Received(NamedTuple):
+    """One message of a ReceiveMessage answer, decoded."""
+
+    message_id: str
+    receipt_handle: str
+    body: bytes
+    receive_count: int | None
+    not_before: float | None
 
 
 def parse_message(raw: Mapping[str, Any]) -> Received:
@@ -359,14 +357,6 @@ def attribute_drift(current: Mapping[str, str], wanted: Mapping[str, str]) -> di
         for name, value in wanted.items()
         if _normalized(name, current.get(name)) != _normalized(name, value)
     }
-
-
-def backoff_delay(attempt: int, *, initial: float, cap: float, rand: float) -> float:
-    """Pause before retry number `attempt` (0-based): capped exponential, full jitter.
-
-    `rand` is a number drawn uniformly from [0, 1).
-    """
-    return rand * min(cap, initial * 2.0 ** min(attempt, 62))
 
 
 def endpoint_from_env(environ: Mapping[str, str]) -> str | None:
@@ -504,47 +494,28 @@ def _edge(queue: str, doing: str, where: str) -> Iterator[None]:
         raise translate(exc, queue=queue, doing=doing, where=where) from exc
 
 
-def _retrieve_result(task: asyncio.Task[Any]) -> None:
-    # An abandoned poll that failed must not log "exception never retrieved": nobody waits
-    # for it any more, and its messages come back after their lease on their own.
-    if not task.cancelled():
-        task.exception()
+# --- Deliveries and receivers -----------------------------------------------------------------
 
 
-# --- The asyncio shell ------------------------------------------------------------------------
-
-
-class SQSDelivery:
+class SQSDelivery(receiving.PolledDelivery):
     """A message received from SQS (implements base.Delivery)."""
 
     def __init__(
         self, transport: SQSTransport, receiver: SQSReceiver, url: str, message: Received
     ) -> None:
-        self.queue = receiver.queue
+        super().__init__(
+            receiver,
+            body=message.body,
+            delivery_count=delivery_count(
+                message.receive_count, delayed=message.not_before is not None
+            ),
+        )
         self.url = url
         self.message_id = message.message_id
         self.receipt_handle = message.receipt_handle
         self._transport = transport
-        self._receiver = receiver
-        self._body = message.body
-        self._count = delivery_count(message.receive_count, delayed=message.not_before is not None)
-        self.settled = False
         # Received again by this transport after its lease ran out: this handle is outdated.
         self.superseded = False
-
-    @property
-    def body(self) -> bytes:
-        return self._body
-
-    @property
-    def delivery_count(self) -> int | None:
-        return self._count
-
-    async def ack(self) -> None:
-        await self._settle(ack=True)
-
-    async def nack(self) -> None:
-        await self._settle(ack=False)
 
     async def extend(self, seconds: float) -> None:
         if not (seconds >= 0 and math.isfinite(seconds)):
@@ -553,147 +524,58 @@ class SQSDelivery:
             return
         await self._transport._change_visibility(self, visibility_timeout(seconds))
 
-    async def _settle(self, *, ack: bool) -> None:
-        if self.settled:
-            return
-        self._mark_settled()
-        if self.superseded:
-            return
-        if ack:
+    async def _delete(self) -> None:
+        if not self.superseded:
             await self._transport._delete(self)
-        else:
+
+    async def _return(self) -> None:
+        if not self.superseded:
             await self._transport._change_visibility(self, 0)
 
-    def _mark_settled(self) -> None:
-        if not self.settled:
-            self.settled = True
-            self._transport._forget(self)
-            self._receiver.slot_freed()
+    def _forget(self) -> None:
+        self._transport._held.discard(self)
 
 
-class SQSReceiver:
-    """A subscription to one queue that survives endpoint outages (implements base.Receiver).
-
-    A background task long-polls into an asyncio.Queue, so a cancelled `__anext__` loses
-    nothing. If the queue does not exist, `__anext__` raises QueueNotFound and the next call
-    tries again.
-    """
+class SQSReceiver(receiving.PollingReceiver[SQSDelivery, tuple[str, list[Received]]]):
+    """Long-polls one queue into the inbox (implements base.Receiver)."""
 
     def __init__(self, transport: SQSTransport, queue: str, *, prefetch: int) -> None:
-        self.queue = queue
+        super().__init__(
+            queue, prefetch=prefetch, backoff=transport._backoff, receivers=transport._receivers
+        )
         self._transport = transport
-        self._prefetch = prefetch
-        # None is the "closed" marker; a TransportError is handed to the next __anext__.
-        self._inbox: asyncio.Queue[SQSDelivery | TransportError | None] = asyncio.Queue()
-        # Handed out or buffered, and not settled: what prefetch bounds.
-        self._unsettled = 0
-        self._room = asyncio.Event()
-        self._closed = False
-        self._task: asyncio.Task[None] | None = None
 
-    def __aiter__(self) -> Receiver:
-        return self
+    async def _fetch(self, count: int) -> tuple[str, list[Received]]:
+        return await self._transport._fetch(self.queue, min(MAX_BATCH, count))
 
-    async def __anext__(self) -> Delivery:
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            self._start()
-            item = await self._inbox.get()
-            if item is None:
-                self._inbox.put_nowait(None)  # for the next waiter
-                raise StopAsyncIteration
-            if isinstance(item, TransportError):
-                raise item
-            if item.superseded:  # received again since; its newer self is in the inbox too
-                item._mark_settled()
-                continue
-            return item
-
-    async def aclose(self) -> None:
-        """Stop polling; give back what was fetched and not handed out."""
-        if self._closed:
-            return
-        self._closed = True
-        self._transport._receivers.discard(self)
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        leftovers: list[SQSDelivery] = []
-        while not self._inbox.empty():
-            item = self._inbox.get_nowait()
-            if isinstance(item, SQSDelivery):
-                leftovers.append(item)
-        self._inbox.put_nowait(None)
-        await self._transport._release(leftovers)
-
-    def slot_freed(self) -> None:
-        self._unsettled -= 1
-        self._room.set()
-
-    def _start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._supervise(), name=f"receive {self.queue}")
-
-    async def _supervise(self) -> None:
-        initial, cap = self._transport._reconnect_initial, self._transport._reconnect_max
-        failures = 0
-        while True:
-            # Cleared before looking, so a slot freed while we look is not missed.
-            self._room.clear()
-            free = self._prefetch - self._unsettled
-            if free <= 0:
-                await self._room.wait()
-                continue
-            try:
-                url, messages = await self._poll(min(MAX_BATCH, free))
-            except QueueNotFound as exc:
-                self._inbox.put_nowait(exc)
-                return
-            except TransportError as exc:
-                pause = backoff_delay(failures, initial=initial, cap=cap, rand=random.random())
-                failures += 1
-                log.warning(
-                    "cannot receive from %r, retrying in %.1f s: %s", self.queue, pause, exc
-                )
-                await asyncio.sleep(pause)
-                continue
-            except Exception as exc:  # a bug, not the endpoint: surface it, do not loop on it
-                log.exception("receiver of %r failed", self.queue)
-                failure = TransportError(f"receiver of {self.queue!r} failed: {exc!r}")
-                failure.__cause__ = exc
-                self._inbox.put_nowait(failure)
-                return
-            failures = 0
-            await self._accept(url, messages)
-            if not messages and self._transport.wait_seconds == 0:
-                await asyncio.sleep(EMPTY_POLL_PAUSE_S)
-
-    async def _poll(self, count: int) -> tuple[str, list[Received]]:
-        fetch = asyncio.ensure_future(self._transport._fetch(self.queue, count))
-        try:
-            # Shielded: a long poll cannot be taken back (see the module docstring).
-            return await asyncio.shield(fetch)
-        except asyncio.CancelledError:
-            self._transport._release_when_done(fetch)
-            raise
-
-    async def _accept(self, url: str, messages: list[Received]) -> None:
-        """Buffer the messages that are due; hide the others until they are."""
+    async def _accept(self, batch: tuple[str, list[Received]]) -> list[SQSDelivery]:
+        """The messages that are due; the others are hidden again until they are."""
+        url, messages = batch
         now = time.time()
-        early: list[tuple[Received, int]] = []
+        ready: list[SQSDelivery] = []
         for message in messages:
             hold = hold_seconds(message.not_before, now=now)
             if hold is None:
-                self._unsettled += 1
-                self._inbox.put_nowait(self._transport._track(self, url, message))
+                ready.append(self._transport._track(self, url, message))
             else:
-                early.append((message, hold))
-        # Only after every due message is buffered: a cancellation here strands nothing.
-        for message, hold in early:
-            await self._transport._hide(self.queue, url, message, hold)
+                await self._transport._hide(self.queue, url, message, hold)
+        return ready
+
+    async def _give_back(self, deliveries: list[SQSDelivery]) -> None:
+        await self._transport._release(deliveries)
+
+    def _hand_out(self, delivery: SQSDelivery) -> bool:
+        if delivery.superseded:  # received again since; its newer self is in the inbox too
+            delivery.mark_settled()
+            return False
+        return True
+
+    async def _between_fetches(self, received: int) -> None:
+        if not received and self._transport.wait_seconds == 0:
+            await self._pause(EMPTY_POLL_PAUSE_S)
+
+
+# --- The transport ----------------------------------------------------------------------------
 
 
 class SQSTransport(ClosesOnExit):
@@ -741,8 +623,7 @@ class SQSTransport(ClosesOnExit):
         self.wait_seconds = wait_seconds
         self.max_receive_count = max_receive_count
         self.max_delay_seconds = max_delay_seconds(max_receive_count)
-        self._reconnect_initial = reconnect_initial
-        self._reconnect_max = reconnect_max
+        self._backoff = receiving.Backoff(initial=reconnect_initial, cap=reconnect_max)
         self._where = endpoint_url or f"AWS in {region}"
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
@@ -754,7 +635,6 @@ class SQSTransport(ClosesOnExit):
         # The newest delivery of each message, to tell an outdated receipt handle: moto (unlike
         # AWS) still honours old handles, and would delete a message someone else now holds.
         self._newest: weakref.WeakValueDictionary[str, SQSDelivery] = weakref.WeakValueDictionary()
-        self._orphans: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SQSTransport:
@@ -811,12 +691,7 @@ class SQSTransport(ClosesOnExit):
             return
         self._closed = True
         for receiver in list(self._receivers):
-            await receiver.aclose()
-        if self._orphans:
-            _, late = await asyncio.wait(self._orphans, timeout=ORPHAN_GRACE_S)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+            await receiver.close_within(ORPHAN_GRACE_S)
         await self._release(list(self._held))
         self._client = None
         # Closing only releases the HTTP session; a failure leaves nothing to clean up.
@@ -828,9 +703,7 @@ class SQSTransport(ClosesOnExit):
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch!r}")
         self._check_open()
-        receiver = SQSReceiver(self, queue, prefetch=prefetch)
-        self._receivers.add(receiver)
-        return receiver
+        return SQSReceiver(self, queue, prefetch=prefetch)
 
     async def send(self, queue: str, body: bytes, *, delay: float = 0.0) -> None:
         check_queue_name(queue)
@@ -860,7 +733,7 @@ class SQSTransport(ClosesOnExit):
     async def ensure_queue(self, queue: str) -> None:
         check_queue_name(queue)
         self._check_open()
-        dlq = dlq_name(queue)
+        dlq = names.dead_letter_name(queue)
         with _edge(dlq, "create the dead-letter queue", self._where):
             dlq_url = await self._create(dlq, dlq_attributes())
             answer = await self._client.get_queue_attributes(
@@ -939,9 +812,6 @@ class SQSTransport(ClosesOnExit):
         self._held.add(delivery)
         return delivery
 
-    def _forget(self, delivery: SQSDelivery) -> None:
-        self._held.discard(delivery)
-
     async def _hide(self, queue: str, url: str, message: Received, seconds: int) -> None:
         """Keep a message that came early invisible for `seconds` more."""
         try:
@@ -996,9 +866,8 @@ class SQSTransport(ClosesOnExit):
         """Make deliveries that will not be settled visible again at once."""
         by_url: dict[str, list[str]] = {}
         for delivery in deliveries:
-            if not delivery.settled and not delivery.superseded:
+            if delivery.mark_settled() and not delivery.superseded:
                 by_url.setdefault(delivery.url, []).append(delivery.receipt_handle)
-            delivery._mark_settled()
         for url, handles in by_url.items():
             await self._release_handles(url, handles)
 
@@ -1016,27 +885,6 @@ class SQSTransport(ClosesOnExit):
             except TransportError as exc:
                 # Nothing is lost: each comes back when its lease runs out.
                 log.warning("could not return %d message(s) at once: %s", len(entries), exc)
-
-    def _release_when_done(self, fetch: asyncio.Future[tuple[str, list[Received]]]) -> None:
-        """Give back what an abandoned long poll brings, once it brings it."""
-
-        async def release() -> None:
-            try:
-                url, messages = await fetch
-            except TransportError:
-                return  # it brought nothing
-            except Exception:
-                log.exception("an abandoned poll failed")
-                return
-            await self._release_handles(url, [m.receipt_handle for m in messages])
-
-        if self._client is None:
-            fetch.cancel()
-            return
-        task = asyncio.create_task(release(), name="return an abandoned poll")
-        task.add_done_callback(_retrieve_result)
-        task.add_done_callback(self._orphans.discard)
-        self._orphans.add(task)
 
     async def _on_queue(
         self, queue: str, doing: str, call: Callable[[Any, str], Awaitable[T]]

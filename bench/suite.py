@@ -31,7 +31,7 @@ from typing import Any
 from asya_cli.local_pipeline import LocalPipeline
 from asya_cli.manifests import ActorManifest
 from asya_shared import env, names
-from asya_transports import Transport, TransportError
+from asya_transports import Broker, TransportError
 from bench import measure
 from bench.floor import READY, InFlight
 
@@ -170,7 +170,7 @@ class Phase:
 
 
 async def collect(
-    transport: Transport, queue: str, phase: Phase, ledger: Ledger, idle_timeout: float
+    transport: Broker, queue: str, phase: Phase, ledger: Ledger, idle_timeout: float
 ) -> None:
     """Take what arrives on `queue` until the phase has all it expects, or nothing came for
     `idle_timeout` seconds. Acks run in the background so they do not pace the receiving."""
@@ -200,7 +200,7 @@ async def collect(
 
 
 async def send_all(
-    transport: Transport, queue: str, ledger: Ledger, ids: Sequence[str], nxt: Sequence[str]
+    transport: Broker, queue: str, ledger: Ledger, ids: Sequence[str], nxt: Sequence[str]
 ) -> None:
     for start in range(0, len(ids), SEND_BATCH):
         batch = ids[start : start + SEND_BATCH]
@@ -211,7 +211,7 @@ async def send_all(
 
 
 async def send_open_loop(
-    transport: Transport,
+    transport: Broker,
     queue: str,
     ledger: Ledger,
     prefix: str,
@@ -359,7 +359,7 @@ class Suite:
         self.rss_idle: dict[str, float] = {}
         self.rss_load = RssSampler({})
         self.idle_timeout = IDLE_TIMEOUT_S.get(settings.transport, 60.0)
-        self.transport: Transport | None = None
+        self.transport: Broker | None = None
 
     # -- pipelines and queues
 
@@ -408,7 +408,7 @@ class Suite:
         return names.check_queue_name(names.queue_name(namespace, actor), self.settings.transport)
 
     @property
-    def client(self) -> Transport:
+    def client(self) -> Broker:
         assert self.transport is not None
         return self.transport
 

@@ -2,7 +2,7 @@
 
 Each broker's test module subclasses `TransportContract` and provides three fixtures:
 
-- `make_transport`: an async factory `(**overrides) -> Transport` (already entered with
+- `make_transport`: an async factory `(**overrides) -> Broker` (already entered with
   `async with`; closed by the fixture after the test). Overrides accepted by every transport:
   `max_message_bytes` and `lease_seconds` (ignored by transports without leases).
 - `queue`: a fresh, already ensured queue name, unique per test.
@@ -25,17 +25,18 @@ from typing import Any, Protocol
 import pytest
 
 from asya_transports import (
+    Broker,
     Delivery,
     MessageTooLarge,
     QueueNotFound,
     Receiver,
-    Transport,
     TransportError,
     TransportUnavailable,
     Unsupported,
 )
+from tests.support.waiting import eventually
 
-MakeTransport = Callable[..., Awaitable[Transport]]
+MakeTransport = Callable[..., Awaitable[Broker]]
 WAIT_S = 15.0  # generous deadline for anything that should happen "soon"
 QUIET_S = 1.0  # how long we watch for something that must not happen
 
@@ -53,14 +54,6 @@ async def nothing_arrives(receiver: Receiver, within: float = QUIET_S) -> bool:
     return False
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 class BrokerControl(Protocol):
     def stop(self) -> None: ...
 
@@ -73,10 +66,12 @@ class TransportContract:
     COUNTS_DEPTH = True  # False: queue_depth raises Unsupported (for an existing queue)
     MAX_DELAY_S: float | None = None  # longer delays must be refused with Unsupported
 
-    async def assert_waiting(self, transport: Transport, queue: str, expected: int) -> None:
+    async def assert_waiting(self, transport: Broker, queue: str, expected: int) -> None:
         """`expected` messages wait in `queue`: by its depth, or else by receiving them all."""
         if self.COUNTS_DEPTH:
-            await wait_until(lambda: _depth_is(transport, queue, expected), f"depth {expected}")
+            await eventually(
+                lambda: _depth_is(transport, queue, expected), f"depth {expected}", timeout=WAIT_S
+            )
             return
         receiver = transport.receive(queue, prefetch=max(expected, 1) + 1)
         taken = [await next_delivery(receiver) for _ in range(expected)]
@@ -308,7 +303,9 @@ class TransportContract:
             await asyncio.wait_for(transport.send(queue, b"during"), 60)
         await asyncio.to_thread(broker.start)
         # A broker that keeps no state across restarts (moto, the emulator) lost the queue.
-        await wait_until(lambda: _ensured(transport, queue), "the broker to be reachable")
+        await eventually(
+            lambda: _ensured(transport, queue), "the broker to be reachable", timeout=WAIT_S
+        )
         await transport.send(queue, b"after")
 
         assert await _receive_body(receiver, transport, queue) == b"after"
@@ -350,15 +347,19 @@ class TransportContract:
             return
         for i in range(3):
             await transport.send(queue, str(i).encode())
-        await wait_until(lambda: _depth_is(transport, queue, 3), "depth 3")
+        await eventually(lambda: _depth_is(transport, queue, 3), "depth 3", timeout=WAIT_S)
 
         receiver = transport.receive(queue, prefetch=1)
         delivery = await next_delivery(receiver)
         # The one held by a consumer is no longer waiting (KEDA's AMQP count agrees).
-        await wait_until(lambda: _depth_is(transport, queue, 2), "depth 2 while one is held")
+        await eventually(
+            lambda: _depth_is(transport, queue, 2), "depth 2 while one is held", timeout=WAIT_S
+        )
         await receiver.aclose()  # no consumer left to take it again
         await delivery.nack()
-        await wait_until(lambda: _depth_is(transport, queue, 3), "depth 3 after the nack")
+        await eventually(
+            lambda: _depth_is(transport, queue, 3), "depth 3 after the nack", timeout=WAIT_S
+        )
 
     async def test_delete_removes_queue_and_messages(
         self, make_transport: MakeTransport, queue: str
@@ -374,6 +375,86 @@ class TransportContract:
         with pytest.raises(QueueNotFound):
             await transport.queue_depth(queue)
 
+    async def test_receiving_from_a_missing_queue_raises_until_the_queue_exists(
+        self, make_transport: MakeTransport
+    ) -> None:
+        transport = await make_transport()
+        missing = f"asya-test-missing-{uuid.uuid4().hex[:8]}"
+        receiver = transport.receive(missing, prefetch=1)
+
+        with pytest.raises(QueueNotFound, match=missing):
+            await next_delivery(receiver)
+        with pytest.raises(QueueNotFound, match=missing):  # tried again, not a hang
+            await next_delivery(receiver)
+        await transport.ensure_queue(missing)
+        await transport.send(missing, b"found")
+
+        delivery = await next_delivery(receiver)  # the next call tries again
+        assert delivery.body == b"found"
+        await delivery.ack()
+        await receiver.aclose()
+        await transport.delete_queue(missing)
+
+    async def test_a_cancelled_wait_keeps_the_subscription(
+        self, make_transport: MakeTransport, queue: str
+    ) -> None:
+        transport = await make_transport()
+        receiver = transport.receive(queue, prefetch=1)
+        for _ in range(3):
+            assert await nothing_arrives(receiver, within=0.2)
+
+        await transport.send(queue, b"still here")
+        delivery = await next_delivery(receiver)
+
+        assert delivery.body == b"still here"
+        if self.COUNTS_DELIVERIES:
+            assert delivery.delivery_count == 1
+        await delivery.ack()
+        await receiver.aclose()
+
+    async def test_waits_cancelled_at_any_moment_lose_no_message(
+        self, make_transport: MakeTransport, queue: str
+    ) -> None:
+        transport = await make_transport()
+        receiver = transport.receive(queue, prefetch=3)
+        bodies = {f"c{i}".encode() for i in range(30)}
+        received: list[bytes] = []
+
+        sending = asyncio.gather(*(transport.send(queue, body) for body in bodies))
+        deadline = time.monotonic() + WAIT_S
+        while len(received) < len(bodies):
+            assert time.monotonic() < deadline, f"only {len(received)} of {len(bodies)} arrived"
+            try:
+                delivery = await asyncio.wait_for(receiver.__anext__(), 0.001)
+            except TimeoutError:
+                continue
+            received.append(delivery.body)
+            await delivery.ack()
+        await sending
+
+        assert sorted(received) == sorted(bodies)
+        await receiver.aclose()
+
+    async def test_closed_receivers_fetches_in_flight_keep_no_message(
+        self, make_transport: MakeTransport, queue: str
+    ) -> None:
+        # A long poll or a pull cannot be taken back: the broker may hand a message to one
+        # whose receiver has closed, and that message would be back only after a whole
+        # lease (30 s and more). Several closed receivers make that all but certain.
+        transport = await make_transport()
+        closed = [transport.receive(queue, prefetch=1) for _ in range(3)]
+        for receiver in closed:
+            assert await nothing_arrives(receiver, within=0.5)  # now waiting on the broker
+            await receiver.aclose()
+
+        await transport.send(queue, b"for the open one")
+        fresh = transport.receive(queue, prefetch=1)
+        delivery = await next_delivery(fresh)
+
+        assert delivery.body == b"for the open one"
+        await delivery.ack()
+        await fresh.aclose()
+
     async def test_closing_a_receiver_returns_its_prefetched_messages(
         self, make_transport: MakeTransport, queue: str
     ) -> None:
@@ -383,6 +464,8 @@ class TransportContract:
         receiver = transport.receive(queue, prefetch=4)
         taken = await next_delivery(receiver)
         await receiver.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await receiver.__anext__()
         await taken.ack()  # still settle-able after the receiver closed
 
         fresh = transport.receive(queue, prefetch=4)
@@ -394,7 +477,7 @@ class TransportContract:
         await fresh.aclose()
 
 
-async def _ensured(transport: Transport, queue: str) -> bool:
+async def _ensured(transport: Broker, queue: str) -> bool:
     try:
         await transport.ensure_queue(queue)
     except TransportUnavailable:
@@ -402,7 +485,7 @@ async def _ensured(transport: Transport, queue: str) -> bool:
     return True
 
 
-async def _receive_body(receiver: Receiver, transport: Transport, queue: str) -> bytes:
+async def _receive_body(receiver: Receiver, transport: Broker, queue: str) -> bytes:
     """From the old receiver if it carried on, else from a new one if it reported a loss."""
     try:
         delivery = await next_delivery(receiver, timeout=60)
@@ -417,6 +500,6 @@ async def _receive_body(receiver: Receiver, transport: Transport, queue: str) ->
     return delivery.body
 
 
-async def _depth_is(transport: Transport, queue: str, expected: int) -> bool:
+async def _depth_is(transport: Broker, queue: str, expected: int) -> bool:
     depth: Any = await transport.queue_depth(queue)
     return bool(depth == expected)

@@ -12,20 +12,20 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from asya_transports import (
-    QueueNotFound,
-    Transport,
+    Broker,
     TransportError,
     TransportUnavailable,
     local,
 )
 from asya_transports.local import LocalTransport
+from tests.support.waiting import eventually
 from tests.transports.contract import (
     WAIT_S,
     MakeTransport,
@@ -48,7 +48,7 @@ def state_dir(tmp_path: Path) -> Path:
 async def make_transport(state_dir: Path) -> AsyncIterator[MakeTransport]:
     opened: list[LocalTransport] = []
 
-    async def make(**overrides: Any) -> Transport:
+    async def make(**overrides: Any) -> Broker:
         transport = LocalTransport(state_dir, **overrides)
         opened.append(transport)
         return await transport.__aenter__()
@@ -115,13 +115,6 @@ def test_idle_polling_backs_off_to_a_cap() -> None:
     assert delays[-1] == local.IDLE_MAX_S
 
 
-@pytest.mark.parametrize(("failures", "jitter"), [(1, 0.0), (3, 0.5), (50, 0.999), (10_000, 0.5)])
-def test_retry_delay_is_capped_and_jittered(failures: int, jitter: float) -> None:
-    delay = local.retry_delay(failures, jitter)
-
-    assert local.RETRY_FIRST_S / 2 <= delay <= local.RETRY_MAX_S
-
-
 # --- One process ------------------------------------------------------------------------------
 
 
@@ -171,42 +164,6 @@ async def test_depth_counts_delayed_messages_as_waiting(
 
     assert await nothing_arrives(receiver)
     assert await transport.queue_depth(queue) == 1
-    await receiver.aclose()
-
-
-async def test_receiving_from_a_missing_queue_fails_from_anext(
-    make_transport: MakeTransport,
-) -> None:
-    transport = await make_transport()
-    missing = f"asya-test-missing-{uuid.uuid4().hex[:8]}"
-    receiver = transport.receive(missing, prefetch=1)
-
-    with pytest.raises(QueueNotFound, match=missing):
-        await next_delivery(receiver)
-    with pytest.raises(QueueNotFound):  # the end is sticky, not a hang
-        await next_delivery(receiver)
-    await receiver.aclose()
-
-
-async def test_cancelled_waits_lose_no_message(make_transport: MakeTransport, queue: str) -> None:
-    transport = await make_transport()
-    receiver = transport.receive(queue, prefetch=3)
-    bodies = {f"c{i}".encode() for i in range(30)}
-    received: list[bytes] = []
-
-    sending = asyncio.gather(*(transport.send(queue, body) for body in bodies))
-    deadline = time.monotonic() + WAIT_S
-    while len(received) < len(bodies):
-        assert time.monotonic() < deadline, f"only {len(received)} of {len(bodies)} arrived"
-        try:
-            delivery = await asyncio.wait_for(receiver.__anext__(), 0.001)
-        except TimeoutError:
-            continue
-        received.append(delivery.body)
-        await delivery.ack()
-    await sending
-
-    assert sorted(received) == sorted(bodies)
     await receiver.aclose()
 
 
@@ -278,16 +235,6 @@ def start_worker(
     )
 
 
-async def wait_for(
-    condition: Callable[[], bool], what: str, timeout: float = PROCESS_WAIT_S
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -310,7 +257,7 @@ async def test_three_processes_consume_each_message_exactly_once(
 ) -> None:
     outs = [tmp_path / f"consumer-{i}.txt" for i in range(3)]
     workers.extend(start_worker("consume", state_dir, queue, out) for out in outs)
-    await wait_for(
+    await eventually(
         lambda: all(out.with_name(out.name + ".ready").exists() for out in outs),
         "three consumers to open the queue",
     )
@@ -319,7 +266,7 @@ async def test_three_processes_consume_each_message_exactly_once(
     async with LocalTransport(state_dir) as producer:
         for body in expected:
             await producer.send(queue, body.encode())
-        await wait_for(lambda: len(lines(outs)) >= len(expected), "300 acks")
+        await eventually(lambda: len(lines(outs)) >= len(expected), "300 acks")
 
         for proc in workers:
             proc.send_signal(signal.SIGTERM)
@@ -342,7 +289,7 @@ async def test_a_killed_consumer_s_message_returns_after_its_lease(
         await transport.send(queue, b"orphan")
         proc = start_worker("hold", state_dir, queue, out, ASYA_LOCAL_LEASE_SECONDS=str(lease))
         workers.append(proc)
-        await wait_for(out.exists, "the worker to take the message")
+        await eventually(out.exists, "the worker to take the message")
         held = json.loads(out.read_text())
 
         proc.kill()  # SIGKILL: no chance to release anything

@@ -139,7 +139,7 @@ def load(environ: Mapping[str, str]) -> SidecarConfig:
             policies = resiliency.parse(json.loads(raw_policies))
         except ValueError as exc:  # JSONDecodeError and ResiliencyError are ValueErrors
             problems.append(f"{env.RESILIENCY}: {exc}")
-    actor_timeout = number(env.ACTOR_TIMEOUT, 300.0, minimum=0.001)
+    actor_timeout = number(env.ACTOR_TIMEOUT, resiliency.DEFAULT_ACTOR_TIMEOUT, minimum=0.001)
     config = SidecarConfig(
         actor=actor,
         namespace=namespace,

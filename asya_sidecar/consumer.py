@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from asya_shared import names
+from asya_shared import names, wire
 from asya_sidecar import envelope, routing
 from asya_sidecar.config import SidecarConfig
 from asya_sidecar.envelope import Invalid, Reason
@@ -38,6 +38,7 @@ from asya_sidecar.runtime_client import (
 from asya_sidecar.tracing import continue_trace
 from asya_sidecar.waiting import first_of
 from asya_transports import (
+    Admin,
     Delivery,
     MessageTooLarge,
     QueueNotFound,
@@ -68,6 +69,7 @@ class Consumer:
         *,
         config: SidecarConfig,
         transport: Transport,
+        admin: Admin | None = None,
         runtime: RuntimeClient,
         metrics: SidecarMetrics,
         events: EventForwarder,
@@ -75,6 +77,8 @@ class Consumer:
     ) -> None:
         self.config = config
         self.transport = transport
+        # Only when the sidecar may create its own queue (ASYA_QUEUE_AUTOCREATE, development).
+        self.admin = admin
         self.runtime = runtime
         self.metrics = metrics
         self.events = events
@@ -160,8 +164,8 @@ class Consumer:
             task.add_done_callback(tasks.discard)
 
     async def _subscription_failed(self, exc: TransportError, stop: asyncio.Event) -> None:
-        if isinstance(exc, QueueNotFound) and self.config.queue_autocreate:
-            await self.transport.ensure_queue(self.config.queue)
+        if isinstance(exc, QueueNotFound) and self.admin is not None:
+            await self.admin.ensure_queue(self.config.queue)
             return
         self._problem = f"cannot receive from {self.config.queue}: {exc}"
         log.error("%s; retrying in %.0fs", self._problem, RESUBSCRIBE_DELAY_S)
@@ -255,12 +259,11 @@ class Consumer:
                 return self._runtime_failed(parsed, exc, delivery, body=body, ctx=ctx)
             except RuntimeTimeout as exc:
                 log.warning("%s", exc)
-                details = {
-                    "type": routing.ACTOR_TIMEOUT,
-                    "mro": [routing.ACTOR_TIMEOUT, "TimeoutError", "OSError", "Exception"],
-                    "message": str(exc),
-                    "traceback": None,
-                }
+                details = wire.error_details(
+                    routing.ACTOR_TIMEOUT,
+                    str(exc),
+                    mro=[routing.ACTOR_TIMEOUT, "TimeoutError", "OSError", "Exception"],
+                )
                 return routing.handler_failed(
                     parsed, details, body=body, reason=Reason.TIMEOUT, ctx=ctx
                 )
@@ -291,13 +294,11 @@ class Consumer:
         count = delivery.delivery_count
         if exc.during_call and count is not None and count >= CRASH_DELIVERY_LIMIT:
             log.error("the runtime died under this envelope %d times; failing it", count)
-            details = {
-                "type": "RuntimeCrashed",
-                "mro": ["RuntimeCrashed"],
-                "message": f"the runtime stopped answering during this envelope {count} times "
+            details = wire.error_details(
+                "RuntimeCrashed",
+                f"the runtime stopped answering during this envelope {count} times "
                 f"(last: {exc}); it may crash the handler (out of memory?)",
-                "traceback": None,
-            }
+            )
             return routing.handler_failed(
                 parsed, details, body=body, reason=Reason.RUNTIME_CRASHED, ctx=ctx
             )

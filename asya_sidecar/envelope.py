@@ -1,6 +1,7 @@
 """The envelope: parsing it, checking handler results against it, and moving its route on.
 
-This is the only module that knows the wire format (docs/envelope.md). It is pure: bytes and
+This is the only module that knows the wire format (docs/envelope.md); the shapes of its parts
+(route, status, error details, frames) are declared in asya_shared.wire. It is pure: bytes and
 dicts in, dicts out. It reads no clock and invents no ids; callers pass `now` and new ids.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from asya_shared import names
+from asya_shared import names, wire
 from asya_sidecar import codec
 
 
@@ -49,7 +50,7 @@ class Route:
     curr: str
     next: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> wire.Route:
         return {"prev": list(self.prev), "curr": self.curr, "next": list(self.next)}
 
     def advanced(self) -> Route:
@@ -66,14 +67,18 @@ class Envelope:
     id: str
     route: Route
     headers: Mapping[str, Any]
-    status: Mapping[str, Any] | None
+    # As received: only checked to be an object (any producer may have written it), so its
+    # fields are read with .get() and checked before use.
+    status: wire.Status | None
     payload: Any
     deadline: datetime.datetime | None = None  # status.deadline_at
 
     @property
     def attempt(self) -> int:
         """This actor's attempt number: counted only on envelopes it sent itself to retry."""
-        status = self.status or {}
+        status = self.status
+        if not status:
+            return 1
         if status.get("phase") == Phase.RETRYING and status.get("actor") == self.route.curr:
             attempt = status.get("attempt")
             if isinstance(attempt, int) and attempt >= 1:
@@ -82,8 +87,8 @@ class Envelope:
 
     def retrying_since(self, now: datetime.datetime) -> datetime.datetime:
         """When this actor first failed on the envelope (now, if this is the first attempt)."""
-        if self.attempt > 1:
-            since = parse_timestamp((self.status or {}).get("retry_since"))
+        if self.status and self.attempt > 1:
+            since = parse_timestamp(self.status.get("retry_since"))
             if since is not None:
                 return since
         return now
@@ -215,8 +220,12 @@ def _kind(value: Any) -> str:
 # --------------------------------------------------------------------------- results
 
 
-def check_frame(envelope: Envelope, frame: Any) -> Frame | Invalid:
-    """Accept a result only if it changed nothing but `route.next` and the headers."""
+def check_frame(envelope: Envelope, frame: object) -> Frame | Invalid:
+    """Accept a result only if it changed nothing but `route.next` and the headers.
+
+    `frame` is what the runtime sent as a `wire.Frame`, unchecked: so every part of it is
+    checked here, its type included.
+    """
     if not isinstance(frame, dict) or "payload" not in frame:
         return Invalid(
             Reason.INVALID_RESULT, f"a frame must be an object with a payload: {frame!r}"
@@ -255,7 +264,7 @@ def check_frame(envelope: Envelope, frame: Any) -> Frame | Invalid:
 
 
 def status(
-    prior: Mapping[str, Any] | None,
+    prior: wire.Status | None,
     *,
     phase: Phase,
     actor: str,
@@ -263,21 +272,20 @@ def status(
     attempt: int = 1,
     max_attempts: int = 1,
     reason: Reason | None = None,
-    error: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+    error: wire.ErrorDetails | None = None,
+) -> wire.Status:
     """A new status; creation time and deadline carry over from the prior one."""
-    prior = prior or {}
     stamp = timestamp(now)
     return {
         "phase": str(phase),
         "actor": actor,
         "attempt": attempt,
         "max_attempts": max_attempts,
-        "created_at": prior.get("created_at") or stamp,
+        "created_at": (prior and prior.get("created_at")) or stamp,
         "updated_at": stamp,
-        "deadline_at": prior.get("deadline_at"),
+        "deadline_at": prior.get("deadline_at") if prior else None,
         "reason": str(reason) if reason else None,
-        "error": dict(error) if error else None,
+        "error": error.copy() if error else None,
     }
 
 
@@ -322,7 +330,7 @@ def finish(
     headers: Mapping[str, Any],
     now: datetime.datetime,
     reason: Reason | None = None,
-    error: Mapping[str, Any] | None = None,
+    error: wire.ErrorDetails | None = None,
 ) -> dict[str, Any]:
     """The envelope that reports this call's end to x-sink; the payload is left as it came.
 
@@ -347,8 +355,8 @@ def finish(
 
 def _max_attempts(envelope: Envelope) -> int:
     """The attempt budget this actor's policy gave, as recorded on its own retries."""
-    if envelope.attempt > 1:
-        recorded = (envelope.status or {}).get("max_attempts")
+    if envelope.status and envelope.attempt > 1:
+        recorded = envelope.status.get("max_attempts")
         if isinstance(recorded, int) and recorded >= envelope.attempt:
             return recorded
     return 1
@@ -363,12 +371,12 @@ def retry(
     headers: Mapping[str, Any],
     now: datetime.datetime,
     reason: Reason,
-    error: Mapping[str, Any],
+    error: wire.ErrorDetails,
 ) -> dict[str, Any]:
     """The same envelope, addressed to the same actor again as attempt number `attempt`."""
     out = dict(envelope.fields)
     out["headers"] = dict(headers)
-    out["status"] = status(
+    again = status(
         envelope.status,
         phase=Phase.RETRYING,
         actor=envelope.route.curr,
@@ -379,7 +387,8 @@ def retry(
         error=error,
     )
     # When this actor first failed on it, so that maxDuration can be measured across hops.
-    out["status"]["retry_since"] = timestamp(retrying_since)
+    again["retry_since"] = timestamp(retrying_since)
+    out["status"] = again
     return out
 
 
@@ -390,7 +399,7 @@ def reroute(
     headers: Mapping[str, Any],
     now: datetime.datetime,
     reason: Reason,
-    error: Mapping[str, Any],
+    error: wire.ErrorDetails,
 ) -> tuple[str, dict[str, Any]]:
     """The envelope sent on to `actors` (a policy's thenRoute) instead of its planned route."""
     route = Route((*envelope.route.prev, envelope.route.curr), actors[0], actors[1:])
@@ -418,14 +427,14 @@ def to_sump(
 ) -> dict[str, Any]:
     """Readdress an envelope this sidecar built (so well-formed) to x-sump, as it stands."""
     out = dict(fields)
-    out["route"] = {"prev": list(fields["route"]["prev"]), "curr": names.SUMP, "next": []}
+    out["route"] = Route(tuple(fields["route"]["prev"]), names.SUMP, ()).to_json()
     out["status"] = status(
         fields.get("status"),
         phase=Phase.FAILED,
         actor=actor,
         now=now,
         reason=reason,
-        error=_error(reason, message),
+        error=wire.error_details(str(reason), message),
     )
     return out
 
@@ -476,15 +485,11 @@ def _sump_wrapper(
     return {
         "id": keep_id or new_id,
         "parent_id": None,
-        "route": {"prev": [actor], "curr": names.SUMP, "next": []},
+        "route": Route((actor,), names.SUMP, ()).to_json(),
         "headers": dict(headers),
         "status": status(
             None, phase=Phase.FAILED, actor=actor, now=now, reason=invalid.reason,
-            error=_error(invalid.reason, invalid.message),
+            error=wire.error_details(str(invalid.reason), invalid.message),
         ),
         "payload": {"original": original, "encoding": encoding},
     }  # fmt: skip
-
-
-def _error(reason: Reason, message: str) -> dict[str, Any]:
-    return {"type": str(reason), "mro": [str(reason)], "message": message, "traceback": None}

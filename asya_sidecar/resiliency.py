@@ -35,6 +35,7 @@ from asya_shared import names
 from asya_shared.durations import parse_duration
 
 DEFAULT_POLICY = "default"
+# Seconds per call when neither actorTimeout nor ASYA_ACTOR_TIMEOUT says otherwise.
 DEFAULT_ACTOR_TIMEOUT = 300.0
 
 

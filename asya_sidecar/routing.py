@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from asya_shared import names
+from asya_shared import names, wire
 from asya_sidecar import envelope, resiliency
 from asya_sidecar.envelope import Envelope, Invalid, Phase, Reason
 from asya_sidecar.resiliency import GiveUp, Resiliency, Retry, RouteTo
@@ -94,7 +94,7 @@ def decide(env: Envelope, result: Result, *, body: bytes, ctx: Context) -> Decis
     if isinstance(result, Frames | NoResult):
         return _finished(env, ctx)
     if isinstance(result, HandlerError):
-        timed_out = result.details.get("type") == ACTOR_TIMEOUT
+        timed_out = result.details["type"] == ACTOR_TIMEOUT
         reason = Reason.TIMEOUT if timed_out else Reason.RUNTIME_ERROR
         return handler_failed(env, result.details, body=body, reason=reason, ctx=ctx)
     assert isinstance(result, Refused)
@@ -108,19 +108,18 @@ def past_deadline(env: Envelope, ctx: Context) -> bool:
 def expired(env: Envelope, ctx: Context) -> Decision:
     """The envelope's deadline passed before this actor started: fail it, do not call."""
     assert env.deadline is not None
-    details = {
-        "type": "DeadlineExceeded",
-        "mro": ["DeadlineExceeded", "TimeoutError"],
-        "message": f"status.deadline_at {envelope.timestamp(env.deadline)} passed before "
-        f"{ctx.actor!r} started",
-        "traceback": None,
-    }
+    details = wire.error_details(
+        "DeadlineExceeded",
+        f"status.deadline_at {envelope.timestamp(env.deadline)} passed before {ctx.actor!r} "
+        "started",
+        mro=["DeadlineExceeded", "TimeoutError"],
+    )
     return _fail(env, details, reason=Reason.TIMEOUT, ctx=ctx)
 
 
 def handler_failed(
     env: Envelope,
-    details: Mapping[str, Any],
+    details: wire.ErrorDetails,
     *,
     body: bytes,
     reason: Reason,
@@ -131,8 +130,7 @@ def handler_failed(
         return Decision(
             Outcome.RETRIED, (Output(ctx.actor, body, delay=ctx.crew_retry_delay),), reason
         )
-    mro = details.get("mro") or [details.get("type", "")]
-    policy = resiliency.choose(ctx.resiliency, [str(cls) for cls in mro])
+    policy = resiliency.choose(ctx.resiliency, details["mro"])
     since = env.retrying_since(ctx.now)
     time_left = None if env.deadline is None else (env.deadline - ctx.now).total_seconds()
     step = resiliency.after_failure(
@@ -165,7 +163,7 @@ def handler_failed(
     return _fail(env, details, reason=reason, ctx=ctx)
 
 
-def _fail(env: Envelope, details: Mapping[str, Any], *, reason: Reason, ctx: Context) -> Decision:
+def _fail(env: Envelope, details: wire.ErrorDetails, *, reason: Reason, ctx: Context) -> Decision:
     failed = envelope.finish(
         env,
         phase=Phase.FAILED,
@@ -195,7 +193,9 @@ def _finished(env: Envelope, ctx: Context) -> Decision:
     return Decision(Outcome.SUCCEEDED, (Output(names.SINK, envelope.encode(done)),))
 
 
-def _route_frames(env: Envelope, raw_frames: list[Any], *, body: bytes, ctx: Context) -> Decision:
+def _route_frames(
+    env: Envelope, raw_frames: list[wire.Frame], *, body: bytes, ctx: Context
+) -> Decision:
     frames = []
     for raw in raw_frames:
         checked = envelope.check_frame(env, raw)

@@ -16,6 +16,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from asya_shared import wire
 from asya_sidecar import codec
 
 # How many idle connections to keep; a busy sidecar needs one per envelope in flight.
@@ -43,7 +44,7 @@ class RuntimeTimeout(Exception):
 
 @dataclass(frozen=True)
 class Frames:
-    frames: list[Any]
+    frames: list[wire.Frame]  # as the runtime sent them: envelope.check_frame checks each
     fly: list[Any] = field(default_factory=list)
 
 
@@ -54,9 +55,9 @@ class NoResult:
 
 @dataclass(frozen=True)
 class HandlerError:
-    """500 processing_error: the handler raised; details has type, mro, message, traceback."""
+    """500 processing_error: the handler raised, as the runtime described it (made safe)."""
 
-    details: dict[str, Any]
+    details: wire.ErrorDetails
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ def _interpret(status: int, body: bytes) -> Result:
             return Refused("the runtime answered 200 without a list of frames")
         return Frames(frames, fly) if frames or fly else NoResult()
     if status == 500 and answer.get("error") == "processing_error":
-        return HandlerError(dict(details))
+        # Parsed here, at the edge: past this point every key is present and of its type.
+        return HandlerError(wire.error_details_from(details))
     message = details.get("message") or answer.get("error") or f"HTTP {status}"
     return Refused(f"the runtime refused the envelope ({status}): {message}")

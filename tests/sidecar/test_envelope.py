@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from asya_shared import wire
 from asya_sidecar import envelope
 from asya_sidecar.envelope import Envelope, Frame, Invalid, Phase, Reason
 
@@ -205,8 +206,40 @@ def test_forward_keeping_status_leaves_it_untouched() -> None:
     assert out["status"] == {"phase": "failed", "reason": "RuntimeError"}
 
 
+def test_a_retry_status_is_written_with_every_key_in_wire_order() -> None:
+    out = envelope.retry(
+        parsed(),
+        attempt=2,
+        max_attempts=3,
+        retrying_since=NOW,
+        headers={},
+        now=NOW,
+        reason=Reason.RUNTIME_ERROR,
+        error=wire.error_details("E", "m", mro=["E", "Exception"]),
+    )
+
+    assert envelope.encode(out["status"]) == envelope.encode({
+        "phase": "retrying", "actor": "infer", "attempt": 2, "max_attempts": 3,
+        "created_at": "2026-01-01T00:00:00Z", "updated_at": STAMP,
+        "deadline_at": "2026-12-31T00:00:00Z", "reason": "RuntimeError",
+        "error": {"type": "E", "mro": ["E", "Exception"], "message": "m", "traceback": None},
+        "retry_since": STAMP,
+    })  # fmt: skip
+    assert list(out["status"]) == [*wire.Status.__annotations__]
+
+
+def test_a_fresh_status_has_nulls_where_nothing_is_known() -> None:
+    fresh = envelope.status(None, phase=Phase.PENDING, actor="prep", now=NOW)
+
+    assert fresh == {
+        "phase": "pending", "actor": "prep", "attempt": 1, "max_attempts": 1,
+        "created_at": STAMP, "updated_at": STAMP, "deadline_at": None, "reason": None,
+        "error": None,
+    }  # fmt: skip
+
+
 def test_finish_failed_keeps_the_steps_not_taken_and_the_error() -> None:
-    error = {"type": "ValueError", "mro": ["ValueError"], "message": "bad", "traceback": "T"}
+    error = wire.error_details("ValueError", "bad", traceback="T")
 
     out = envelope.finish(
         parsed(),

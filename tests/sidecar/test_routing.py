@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from asya_sidecar import envelope, resiliency, routing
+from asya_shared import wire
+from asya_sidecar import envelope, resiliency, routing, runtime_client
 from asya_sidecar.consumer import feasible_delay
 from asya_sidecar.envelope import Envelope, Invalid, Reason
 from asya_sidecar.routing import Context, Outcome
@@ -46,7 +47,7 @@ def incoming(actor: str = "infer", **overrides: Any) -> tuple[Envelope, bytes]:
     return parsed, body
 
 
-def frame(payload: Any, next_: list[str], **headers: Any) -> dict[str, Any]:
+def frame(payload: Any, next_: list[str], **headers: Any) -> wire.Frame:
     return {
         "payload": payload,
         "route": {"prev": ["prep"], "curr": "infer", "next": next_},
@@ -119,7 +120,7 @@ def test_no_result_finishes_succeeded_with_the_payload_unchanged(result: Any) ->
 
 def test_handler_error_finishes_failed_with_the_error() -> None:
     env, body = incoming()
-    details = {
+    details: wire.ErrorDetails = {
         "type": "ValueError",
         "mro": ["ValueError", "Exception"],
         "message": "m",
@@ -138,7 +139,7 @@ def test_handler_error_finishes_failed_with_the_error() -> None:
 
 def test_route_violation_sends_the_original_bytes_to_the_sump() -> None:
     env, body = incoming()
-    forged = {"payload": 1, "route": {"prev": [], "curr": "infer", "next": []}}
+    forged: wire.Frame = {"payload": 1, "route": {"prev": [], "curr": "infer", "next": []}}
 
     decision = routing.decide(env, Frames([frame(1, ["post"]), forged]), body=body, ctx=ctx())
 
@@ -211,7 +212,10 @@ def test_sink_relays_failures_to_the_sump_keeping_their_status() -> None:
     env, body = incoming(
         "x-sink", route={"prev": ["a"], "curr": "x-sink", "next": []}, status=status
     )
-    relay = {"payload": {"n": 1}, "route": {"prev": ["a"], "curr": "x-sink", "next": ["x-sump"]}}
+    relay: wire.Frame = {
+        "payload": {"n": 1},
+        "route": {"prev": ["a"], "curr": "x-sink", "next": ["x-sump"]},
+    }
 
     decision = routing.decide(env, Frames([relay]), body=body, ctx=ctx("x-sink"))
 
@@ -223,7 +227,7 @@ def test_sink_relays_failures_to_the_sump_keeping_their_status() -> None:
 
 def test_crew_frame_with_nothing_next_is_done_not_looped_to_the_sink() -> None:
     env, body = incoming("x-sink", route={"prev": ["a"], "curr": "x-sink", "next": []})
-    relay = {"payload": 1, "route": {"prev": ["a"], "curr": "x-sink", "next": []}}
+    relay: wire.Frame = {"payload": 1, "route": {"prev": ["a"], "curr": "x-sink", "next": []}}
 
     decision = routing.decide(env, Frames([relay]), body=body, ctx=ctx("x-sink"))
 
@@ -234,7 +238,9 @@ def test_crew_frame_with_nothing_next_is_done_not_looped_to_the_sink() -> None:
 def test_crew_failure_retries_later_on_its_own_queue() -> None:
     env, body = incoming("x-sink", route={"prev": ["a"], "curr": "x-sink", "next": []})
 
-    decision = routing.decide(env, HandlerError({"type": "OSError"}), body=body, ctx=ctx("x-sink"))
+    decision = routing.decide(
+        env, HandlerError(wire.error_details("OSError", "down")), body=body, ctx=ctx("x-sink")
+    )
 
     assert decision.outcome == Outcome.RETRIED
     [output] = decision.outputs
@@ -252,7 +258,7 @@ POLICIES = resiliency.parse({
     "rules": [{"errors": ["mylib.FatalError"], "policy": "fallback"},
               {"errors": ["SlowError"], "policy": "short"}],
 })  # fmt: skip
-ERROR = {"type": "ValueError", "mro": ["ValueError", "Exception"], "message": "m", "traceback": "T"}
+ERROR = wire.error_details("ValueError", "m", mro=["ValueError", "Exception"], traceback="T")
 
 
 def failing_ctx(**overrides: Any) -> Context:
@@ -308,7 +314,7 @@ def test_an_attempt_count_of_another_actor_does_not_count_here() -> None:
 
 def test_a_rule_matching_a_base_class_through_the_mro_picks_its_policy() -> None:
     env, body = incoming()
-    error = {
+    error: wire.ErrorDetails = {
         **ERROR,
         "type": "mylib._impl.GPUFatal",
         "mro": ["mylib._impl.GPUFatal", "mylib._impl.FatalError", "Exception"],
@@ -333,7 +339,7 @@ def test_max_duration_stops_retries_that_would_start_too_late() -> None:
         "retry_since": "2026-11-24T11:59:50.000Z",
     }  # 10 s ago; next delay is 10 s
     env, body = incoming(status=status)
-    error = {**ERROR, "type": "SlowError", "mro": ["SlowError"]}
+    error: wire.ErrorDetails = {**ERROR, "type": "SlowError", "mro": ["SlowError"]}
 
     decision = routing.decide(env, HandlerError(error), body=body, ctx=failing_ctx())
 
@@ -342,12 +348,24 @@ def test_max_duration_stops_retries_that_would_start_too_late() -> None:
 
 def test_a_timeout_reported_by_the_runtime_keeps_its_reason() -> None:
     env, body = incoming()
-    timeout = {"type": "ActorTimeout", "mro": ["ActorTimeout", "TimeoutError"], "message": "t"}
+    timeout = wire.error_details("ActorTimeout", "t", mro=["ActorTimeout", "TimeoutError"])
 
     decision = routing.decide(env, HandlerError(timeout), body=body, ctx=ctx())
 
     assert decision.reason == Reason.TIMEOUT
     assert sent(decision)[0][1]["status"]["reason"] == "Timeout"
+
+
+@pytest.mark.parametrize("details", [{"mro": 5}, {"mro": "abc"}, {"type": None}, [], None])
+def test_odd_details_from_the_runtime_are_routed_by_type_and_never_crash(details: object) -> None:
+    env, body = incoming()
+    raw = json.dumps({"error": "processing_error", "details": details}).encode()
+
+    decision = routing.decide(env, runtime_client._interpret(500, raw), body=body, ctx=ctx())
+
+    assert decision.outcome == Outcome.FAILED
+    [(_, out)] = sent(decision)
+    assert list(out["status"]["error"]) == ["type", "mro", "message", "traceback"]
 
 
 def test_an_envelope_past_its_deadline_fails_without_a_call() -> None:
@@ -360,7 +378,12 @@ def test_an_envelope_past_its_deadline_fails_without_a_call() -> None:
     [(actor, out)] = sent(decision)
     assert actor == "x-sink"
     assert out["status"]["deadline_at"] == "2026-11-24T11:00:00Z"
-    assert out["status"]["error"]["type"] == "DeadlineExceeded"
+    assert out["status"]["error"] == {
+        "type": "DeadlineExceeded",
+        "mro": ["DeadlineExceeded", "TimeoutError"],
+        "message": "status.deadline_at 2026-11-24T11:00:00.000Z passed before 'infer' started",
+        "traceback": None,
+    }
 
 
 def test_a_deadline_that_leaves_no_room_for_the_delay_ends_retries_as_a_timeout() -> None:

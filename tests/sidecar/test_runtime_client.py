@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from asya_shared import wire
 from asya_sidecar import runtime_client
 from asya_sidecar.runtime_client import (
     Frames,
@@ -51,6 +52,10 @@ async def test_handler_error_details(start_runtime: RuntimeFactory) -> None:
 
     assert isinstance(result, HandlerError)
     assert result.details["type"] == "failing.QuotaError"
+    # What the runtime sends is already whole: parsing it keeps every key, in wire order.
+    assert list(result.details) == ["type", "mro", "message", "traceback"]
+    assert result.details["mro"][0] == "failing.QuotaError"
+    assert "QuotaError" in (result.details["traceback"] or "")
     await client.close()
 
 
@@ -134,7 +139,7 @@ async def test_a_restarted_runtime_is_reached_through_stale_pooled_connections(
         (
             500,
             b'{"error": "processing_error", "details": {"type": "E"}}',
-            HandlerError({"type": "E"}),
+            HandlerError({"type": "E", "mro": ["E"], "message": "", "traceback": None}),
         ),
         (
             400,
@@ -150,3 +155,43 @@ async def test_a_restarted_runtime_is_reached_through_stale_pooled_connections(
 )
 def test_interpretation_of_answers(status: int, raw: bytes, expected: object) -> None:
     assert runtime_client._interpret(status, raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [
+        (
+            {"type": "a.E", "mro": ["a.E", "Exception"], "message": "m", "traceback": "T"},
+            wire.error_details("a.E", "m", mro=["a.E", "Exception"], traceback="T"),
+        ),
+        # A missing or unusable mro falls back to the type alone, as rule matching always did.
+        ({"type": "E", "mro": []}, wire.error_details("E", "")),
+        ({"type": "E", "mro": 5}, wire.error_details("E", "")),
+        ({"type": "E", "mro": "E"}, wire.error_details("E", "")),
+        ({"mro": ["E", 1, None]}, wire.error_details("", "", mro=["E", "1", ""])),
+        ({"message": None, "traceback": None}, wire.error_details("", "")),
+        (
+            {"type": 7, "message": ["m"], "traceback": 3},
+            wire.error_details("7", "['m']", traceback="3"),
+        ),
+        ({"type": "E", "extra": 1}, wire.error_details("E", "")),
+        ({}, wire.error_details("", "")),
+        ([1, 2], wire.error_details("", "")),
+        ("boom", wire.error_details("", "")),
+        (None, wire.error_details("", "")),
+    ],
+)
+def test_odd_handler_error_details_are_made_safe_at_the_edge(
+    details: object, expected: wire.ErrorDetails
+) -> None:
+    raw = json.dumps({"error": "processing_error", "details": details}).encode()
+
+    result = runtime_client._interpret(500, raw)
+
+    assert result == HandlerError(expected)
+
+
+def test_a_processing_error_without_details_is_still_a_handler_error() -> None:
+    result = runtime_client._interpret(500, b'{"error": "processing_error"}')
+
+    assert result == HandlerError(wire.error_details("", ""))

@@ -1,0 +1,104 @@
+"""The JSON shapes that cross process boundaries, defined once as TypedDicts.
+
+Whatever writes or reads one of these objects (the sidecar today; the gateway, the crew and
+the CLI as they need to) names its type from here instead of rebuilding dict literals by hand.
+The key order of each shape is the order its JSON is written in: keep it, it is on the wire.
+
+    Route         an envelope's `route`: {"prev", "curr", "next"}
+    ErrorDetails  an exception as JSON: {"type", "mro", "message", "traceback"}; the runtime's
+                  processing_error details, and `status.error`
+    Status        an envelope's `status`, as every sidecar writes it
+    Frame         one handler result as the runtime answers it (`{"frames": [...]}`), before
+                  the sidecar has checked it against its envelope
+
+Pure data: no I/O, and no imports of ours. A TypedDict is a plain dict at run time, so these
+types cost nothing per envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NotRequired, Required, TypedDict
+
+
+class Route(TypedDict):
+    prev: list[str]  # actors already visited, oldest first
+    curr: str  # the actor the envelope is addressed to now
+    next: list[str]  # actors still to visit, in order
+
+
+class ErrorDetails(TypedDict):
+    type: str  # the exception's qualified name: `ValueError`, `mypkg.errors.QuotaError`
+    mro: list[str]  # its classes, most specific first; never empty (retry rules match it)
+    message: str
+    traceback: str | None  # None when the error was not raised in a handler
+
+
+class Status(TypedDict):
+    phase: str  # pending | processing | retrying | succeeded | failed | paused | canceled
+    actor: str  # the actor that wrote this status
+    attempt: int
+    max_attempts: int
+    created_at: str  # RFC 3339
+    updated_at: str  # RFC 3339
+    deadline_at: str | None  # RFC 3339; travels forward unchanged
+    reason: str | None  # why it ended where it did: RuntimeError, Timeout, ParseError, ...
+    error: ErrorDetails | None
+    retry_since: NotRequired[str]  # on retries only: when this actor first failed on it
+
+
+class FrameRoute(TypedDict, total=False):
+    """A frame's route: a handler may change only `next`; absent keys mean "unchanged"."""
+
+    prev: list[str]
+    curr: str
+    next: list[str]
+
+
+class Frame(TypedDict, total=False):
+    """A result as the runtime sent it: unchecked until the sidecar checks its route."""
+
+    payload: Required[Any]
+    route: FrameRoute
+    headers: dict[str, Any]
+
+
+def error_details(
+    type_name: str,
+    message: str,
+    *,
+    mro: Sequence[str] = (),
+    traceback: str | None = None,
+) -> ErrorDetails:
+    """Error details for `type_name`; its MRO is just itself unless `mro` says more."""
+    return {
+        "type": type_name,
+        "mro": list(mro) if mro else [type_name],
+        "message": message,
+        "traceback": traceback,
+    }
+
+
+def error_details_from(raw: object) -> ErrorDetails:
+    """Whatever a process sent as error details, made safe to read; never raises.
+
+    The runtime always sends all four keys. If another one does not: a missing type is "",
+    a missing or empty mro is [type], a missing message is "" and a missing traceback None;
+    values of other JSON types are turned into strings. Keys beyond the four are dropped.
+    """
+    fields = raw if isinstance(raw, dict) else {}
+    type_name = _text(fields.get("type"))
+    mro = fields.get("mro")
+    traceback = fields.get("traceback")
+    return error_details(
+        type_name,
+        _text(fields.get("message")),
+        mro=[_text(cls) for cls in mro] if isinstance(mro, list) else (),
+        traceback=None if traceback is None else _text(traceback),
+    )
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    return "" if value is None else str(value)

@@ -9,7 +9,6 @@ reports every problem at once.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,12 +21,6 @@ DEFAULT_SIDECAR_IMAGE = "ghcr.io/asya-dev/asya:0.1.0"
 
 class Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
-
-
-class TransportType(StrEnum):
-    RABBITMQ = "rabbitmq"
-    SQS = "sqs"
-    PUBSUB = "pubsub"
 
 
 class SecretRef(Model):

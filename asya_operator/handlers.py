@@ -12,6 +12,10 @@ Lifecycle of one AsyncActor:
     delete                     the queue, by spec.queue.deletionPolicy; the owned objects go by
                                garbage collection (ownerReferences)
 
+Each handler parses what it reads once (observed.py; the spec strictly, models.py) and
+passes typed values on; what to do is decided by pure functions (render.py, status.py,
+deletion.py), and the handlers only read, apply, write and report.
+
 The periodic work runs in per-actor daemons rather than `@kopf.timer`, because their
 intervals come from the configuration file, which is read only at startup, after the
 decorators have run. One lock per actor keeps a resync from applying an older spec over a
@@ -31,14 +35,8 @@ from typing import Any
 import kopf
 import pydantic
 
-from asya_operator import kube, models, render, status
-from asya_operator.config import (
-    CONFIG_ENV,
-    OperatorConfig,
-    OperatorConfigError,
-    TransportConfig,
-    load,
-)
+from asya_operator import deletion, kube, models, observed, render, status
+from asya_operator.config import CONFIG_ENV, OperatorConfig, OperatorConfigError, load
 from asya_operator.metrics import METRICS
 from asya_operator.queues import BrokerUnavailable, QueueAdmin, QueueAdminError, QueueGone
 
@@ -197,7 +195,7 @@ class Outcome:
     """What one reconcile learnt, for the status."""
 
     conditions: list[status.Condition] = field(default_factory=list)
-    deployment: dict[str, Any] | None = None
+    rollout: observed.Rollout | None = None
     queue: str | None = None
     transport: str | None = None
     scaling_enabled: bool = True
@@ -205,7 +203,7 @@ class Outcome:
 
 async def write_status(
     state: State,
-    body: kopf.Body,
+    seen: observed.Actor,
     outcome: Outcome,
     *,
     queue_depth: int | None = None,
@@ -216,39 +214,36 @@ async def write_status(
 
     An `observer` (the refresh daemon) does not overwrite a condition that holds a problem
     only a spec change can fix: that stays on display until a reconcile clears it."""
-    namespace, name = body.metadata.namespace, body.metadata.name
-    assert name is not None
     client = state.kube()
     # The status as stored now, not as this handler's body saw it: another writer (the
     # refresh daemon, the last reconcile) may have changed it since.
     try:
-        live = await client.get(kube.ASYNCACTORS, namespace, name)
+        live = await client.get(kube.ASYNCACTORS, seen.namespace, seen.name)
     except kube.NotFound:
         return  # deleted meanwhile: nobody will read this status
     except kube.ApiError as exc:
         raise kopf.TemporaryError(f"cannot read the AsyncActor: {exc}", delay=5) from exc
-    old = dict(live.get("status") or {})
+    old = observed.stored_status(live.get("status"))
     conditions = outcome.conditions
     if observer:
-        stored = old.get("conditions")
-        conditions = [c for c in conditions if not _permanent(status.find(stored, c.type))]
-    new = status.status_patch(
+        conditions = status.unless_permanent(conditions, shown=old.conditions)
+    new = status.next_status(
         old,
         conditions,
         now=now(),
-        generation=body.metadata.get("generation"),
+        generation=seen.generation,
         scaling_enabled=outcome.scaling_enabled,
-        deployment=outcome.deployment,
+        rollout=outcome.rollout,
         queue=outcome.queue,
         transport=outcome.transport,
         queue_depth=queue_depth,
         terminating=terminating,
     )
-    METRICS.record_status(str(namespace), name, new)
+    METRICS.record_status(seen.namespace, seen.name, new)
     if not status.changed(old, new):
         return
     try:
-        await client.patch_status(kube.ASYNCACTORS, namespace, name, new)
+        await client.patch_status(kube.ASYNCACTORS, seen.namespace, seen.name, status.to_json(new))
     except kube.NotFound:
         return  # deleted meanwhile: nobody will read this status
     except kube.ApiError as exc:
@@ -257,13 +252,13 @@ async def write_status(
 
 async def fail(
     state: State,
-    body: kopf.Body,
+    seen: observed.Actor,
     outcome: Outcome,
     conditions: list[status.Condition],
     message: str,
 ) -> kopf.PermanentError:
     outcome.conditions.extend(conditions)
-    await write_status(state, body, outcome)
+    await write_status(state, seen, outcome)
     return kopf.PermanentError(message)
 
 
@@ -278,66 +273,54 @@ async def reconcile(state: State, body: kopf.Body, logger: kopf.Logger, retry: i
 
 async def _reconcile(state: State, body: kopf.Body, logger: kopf.Logger, retry: int) -> None:
     config = state.config
+    seen = observed.actor(body)
     outcome = Outcome()
     try:
         actor = models.AsyncActor.from_object(dict(body))
     except pydantic.ValidationError as exc:
         message = describe(exc)
         raise await fail(
-            state, body, outcome, status.blocked(status.INVALID_SPEC, message), message
+            state, seen, outcome, status.blocked(status.INVALID_SPEC, message), message
         ) from None
     outcome.scaling_enabled = actor.spec.scaling.enabled
 
-    requested = config.transport_name(actor.spec.transport)
-    if requested is None or requested not in config.transports:
+    try:
+        plan = render.plan(actor, config)
+    except render.UnknownTransport:
         message = status.unknown_transport(actor.spec.transport, config.transports)
         raise await fail(
-            state, body, outcome, status.blocked(status.UNKNOWN_TRANSPORT, message), message
-        )
-    try:
-        transport_name, transport = render.resolve_transport(actor, config)
-        queue = render.actor_queue(actor, config)
+            state, seen, outcome, status.blocked(status.UNKNOWN_TRANSPORT, message), message
+        ) from None
     except render.RenderError as exc:
         raise await fail(
-            state, body, outcome, status.blocked(status.RENDER_ERROR, str(exc)), str(exc)
+            state, seen, outcome, status.blocked(status.RENDER_ERROR, str(exc)), str(exc)
         ) from None
-    outcome.queue, outcome.transport = queue, transport_name
+    outcome.queue, outcome.transport = plan.queue, plan.transport_name
 
     try:
         with METRICS.queue_operation("ensure"):
-            await state.admin().ensure(transport_name, transport, queue)
+            await state.admin().ensure(plan.transport_name, plan.transport, plan.queue)
     except BrokerUnavailable as exc:
-        old = body.get("status") or {}
-        outcome.conditions.append(status.broker_unavailable(transport_name, str(exc)))
-        outcome.conditions.extend(
-            c
-            for c in status.waiting_for_queue()
-            if status.find(old.get("conditions"), c.type) is None
+        outcome.conditions += status.queue_unreachable(
+            plan.transport_name, str(exc), shown=seen.status.conditions
         )
-        await write_status(state, body, outcome)
-        raise kopf.TemporaryError(f"queue {queue}: {exc}", delay=backoff(retry)) from None
+        await write_status(state, seen, outcome)
+        raise kopf.TemporaryError(f"queue {plan.queue}: {exc}", delay=backoff(retry)) from None
     except QueueAdminError as exc:
         message = str(exc)
-        conditions = [
-            status.queue_error(transport_name, message),
-            *status.blocked(
-                status.QUEUE_ERROR, message, (status.WORKLOAD_READY, status.SCALING_READY)
-            ),
-        ]
-        raise await fail(state, body, outcome, conditions, message) from None
-    outcome.conditions.append(status.queue_ready(queue, transport_name))
+        conditions = status.queue_refused(plan.transport_name, message)
+        raise await fail(state, seen, outcome, conditions, message) from None
+    outcome.conditions.append(status.queue_ready(plan.queue, plan.transport_name))
 
     try:
-        objects = render.render(actor, config)
+        objects = render.render(actor, config, plan=plan)
     except render.RenderError as exc:
         message = str(exc)
-        conditions = status.blocked(
-            status.RENDER_ERROR, message, (status.WORKLOAD_READY, status.SCALING_READY)
-        )
-        raise await fail(state, body, outcome, conditions, message) from None
+        conditions = status.workload_blocked(status.RENDER_ERROR, message)
+        raise await fail(state, seen, outcome, conditions, message) from None
     kopf.append_owner_reference(objects, owner=body)
-    await apply_all(state, body, actor, objects, outcome, logger)
-    await write_status(state, body, outcome)
+    await apply_all(state, seen, actor, objects, outcome, logger)
+    await write_status(state, seen, outcome)
 
 
 def _is(obj: Mapping[str, Any], resource: kube.Resource) -> bool:
@@ -346,7 +329,7 @@ def _is(obj: Mapping[str, Any], resource: kube.Resource) -> bool:
 
 async def apply_all(
     state: State,
-    body: kopf.Body,
+    seen: observed.Actor,
     actor: models.AsyncActor,
     objects: list[dict[str, Any]],
     outcome: Outcome,
@@ -378,10 +361,11 @@ async def apply_all(
                     continue
                 live = await client.apply(obj, keep=keep if resource == kube.DEPLOYMENTS else ())
                 if resource == kube.DEPLOYMENTS:
-                    outcome.deployment = live
-                    outcome.conditions.append(status.workload_condition(live))
+                    outcome.rollout = observed.rollout(live)
+                    outcome.conditions.append(status.workload_condition(outcome.rollout))
                 if resource == kube.SCALEDOBJECTS:
-                    outcome.conditions.append(status.scaling_condition(live, enabled=True))
+                    scaler = observed.scaler(live)
+                    outcome.conditions.append(status.scaling_condition(scaler, enabled=True))
         resource = kube.TRIGGERAUTHENTICATIONS
         if kube.TRIGGERAUTHENTICATIONS not in rendered:
             await delete_owned(
@@ -393,16 +377,14 @@ async def apply_all(
         message = f"{resource.kind}: {exc}"
         if resource in (kube.SCALEDOBJECTS, kube.TRIGGERAUTHENTICATIONS):
             outcome.conditions.append(status.keda_not_installed(str(exc)))
-            await write_status(state, body, outcome)
+            await write_status(state, seen, outcome)
         raise kopf.TemporaryError(message, delay=KEDA_RETRY_S) from None
     except kube.ApiError as exc:
         if exc.temporary:
             raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from None
         message = f"the API server refused a rendered object: {exc}"
-        conditions = status.blocked(
-            status.APPLY_ERROR, message, (status.WORKLOAD_READY, status.SCALING_READY)
-        )
-        raise await fail(state, body, outcome, conditions, message) from None
+        conditions = status.workload_blocked(status.APPLY_ERROR, message)
+        raise await fail(state, seen, outcome, conditions, message) from None
     if not scaling:
         outcome.conditions.append(
             status.scaling_condition(None, enabled=False, fixed_replicas=actor.spec.replicas)
@@ -491,13 +473,11 @@ async def refresh(
 
 
 async def refresh_once(state: State, body: kopf.Body) -> None:
-    old = body.get("status") or {}
-    queue, transport_name = old.get("queue"), old.get("transport")
+    seen = observed.actor(body)
+    queue, transport_name = seen.status.queue, seen.status.transport
     if not queue or not transport_name or transport_name not in state.config.transports:
         return  # never reconciled successfully this far: the reconcile owns the status
-    spec = body.get("spec") or {}
-    scaling_enabled = bool((spec.get("scaling") or {}).get("enabled", True))
-    outcome = Outcome(scaling_enabled=scaling_enabled)
+    outcome = Outcome(scaling_enabled=seen.scaling_enabled)
     transport = state.config.transports[transport_name]
     depth: int | None = None
     try:
@@ -507,39 +487,25 @@ async def refresh_once(state: State, body: kopf.Body) -> None:
     except BrokerUnavailable as exc:
         outcome.conditions.append(status.broker_unavailable(transport_name, str(exc)))
     except QueueGone:
-        outcome.conditions.append(
-            status.Condition(
-                status.QUEUE_READY,
-                status.FALSE,
-                "QueueMissing",
-                f"queue {queue} is gone from {transport_name}; the next resync creates it",
-            )
-        )
+        outcome.conditions.append(status.queue_missing(queue, transport_name))
     except QueueAdminError as exc:
         outcome.conditions.append(status.queue_error(transport_name, str(exc)))
 
     client = state.kube()
-    namespace, name = body.metadata.namespace, str(body.metadata.name)
     try:
-        outcome.deployment = await client.get(kube.DEPLOYMENTS, namespace, name)
-        outcome.conditions.append(status.workload_condition(outcome.deployment))
-        if scaling_enabled:
-            scaled = await client.get(kube.SCALEDOBJECTS, namespace, name)
-            outcome.conditions.append(status.scaling_condition(scaled, enabled=True))
+        deployment = await client.get(kube.DEPLOYMENTS, seen.namespace, seen.name)
+        outcome.rollout = observed.rollout(deployment)
+        outcome.conditions.append(status.workload_condition(outcome.rollout))
+        if seen.scaling_enabled:
+            scaled = await client.get(kube.SCALEDOBJECTS, seen.namespace, seen.name)
+            scaler = observed.scaler(scaled)
+            outcome.conditions.append(status.scaling_condition(scaler, enabled=True))
     except kube.NotFound:
         pass  # not applied yet, or removed by hand: the resync puts it back
     except kube.ApiError as exc:
         raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=10) from exc
     async with state.lock(_uid(body)):
-        await write_status(state, body, outcome, queue_depth=depth, observer=True)
-
-
-def _permanent(condition: Mapping[str, Any] | None) -> bool:
-    return bool(
-        condition
-        and condition.get("status") == status.FALSE
-        and condition.get("reason") in status.PERMANENT_REASONS
-    )
+        await write_status(state, seen, outcome, queue_depth=depth, observer=True)
 
 
 # -- delete -------------------------------------------------------------------------------
@@ -555,36 +521,32 @@ async def deleted(
 
 
 async def remove_queue(state: State, body: kopf.Body, logger: kopf.Logger, retry: int) -> None:
-    """Remove the queue as spec.queue.deletionPolicy says; owned objects go by GC."""
-    old = body.get("status") or {}
-    spec = body.get("spec") or {}
-    policy = str(
-        (spec.get("queue") or {}).get("deletionPolicy") or models.DeletionPolicy.DELETE_IF_EMPTY
-    )
-    scaling_enabled = bool((spec.get("scaling") or {}).get("enabled", True))
-    await write_status(state, body, Outcome(scaling_enabled=scaling_enabled), terminating=True)
+    """Remove the queue as spec.queue.deletionPolicy says (deletion.py); owned objects go
+    by GC."""
+    seen = observed.actor(body)
+    await write_status(state, seen, Outcome(scaling_enabled=seen.scaling_enabled), terminating=True)
 
-    queue, transport_name = old.get("queue"), old.get("transport")
-    if not queue or not transport_name:
-        logger.info("no queue was ever created for this actor; nothing to remove")
+    ctx = deletion.Context(
+        queue=seen.status.queue,
+        transport=seen.status.transport,
+        configured=seen.status.transport in state.config.transports,
+        policy=seen.deletion_policy,
+    )
+    decision = deletion.decide(ctx)
+    if isinstance(decision, deletion.Leave):
+        logger.info(decision.message)
         return
-    transport: TransportConfig | None = state.config.transports.get(transport_name)
-    if transport is None:
-        kopf.warn(
-            body,
-            reason="QueueRetained",
-            message=f"queue {queue} kept: transport {transport_name!r} is no longer configured "
-            "in the operator",
-        )
+    if isinstance(decision, deletion.Keep):
+        _warn_kept(body, logger, decision)
         return
-    if policy == models.DeletionPolicy.RETAIN:
-        logger.info("queue %s kept on %s (deletionPolicy Retain)", queue, transport_name)
-        return
+    queue, transport_name = decision.queue, decision.transport
+    transport = state.config.transports[transport_name]
     admin = state.admin()
     try:
         with METRICS.queue_operation("depth"):
             depth = await admin.depth(transport_name, transport, queue)
-        if policy == models.DeletionPolicy.DELETE or depth == 0:
+        after = deletion.decide_on_depth(ctx, depth)
+        if isinstance(after, deletion.Delete):
             with METRICS.queue_operation("delete"):
                 await admin.delete(transport_name, transport, queue)
             logger.info("deleted queue %s on %s", queue, transport_name)
@@ -596,19 +558,12 @@ async def remove_queue(state: State, body: kopf.Body, logger: kopf.Logger, retry
             f"cannot remove queue {queue}: {exc}", delay=backoff(retry)
         ) from None
     except QueueAdminError as exc:
-        kopf.warn(body, reason="QueueRetained", message=f"queue {queue} kept: {exc}")
+        _warn_kept(body, logger, deletion.refused(ctx, str(exc)))
         return
-    if depth is None:
-        message = (
-            f"queue {queue} on {transport_name} kept: the broker cannot tell whether it is "
-            "empty (deletionPolicy DeleteIfEmpty); delete it by hand, or set "
-            "spec.queue.deletionPolicy: Delete before deleting the actor"
-        )
-    else:
-        message = (
-            f"queue {queue} on {transport_name} kept: it still holds {depth} message(s) "
-            "(deletionPolicy DeleteIfEmpty); drain or delete it by hand, or set "
-            "spec.queue.deletionPolicy: Delete before deleting the actor"
-        )
-    kopf.warn(body, reason="QueueRetained", message=message)
-    logger.warning(message)
+    _warn_kept(body, logger, after)
+
+
+def _warn_kept(body: kopf.Body, logger: kopf.Logger, keep: deletion.Keep) -> None:
+    kopf.warn(body, reason="QueueRetained", message=keep.message)
+    if keep.logged:
+        logger.warning(keep.message)

@@ -10,16 +10,14 @@ import contextlib
 import http.server
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 import kopf
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from asya_operator.models import AsyncActorStatus
 from asya_operator.queues import BrokerUnavailable, QueueGone
-
-DEFAULT_PORT = 8081
 
 # Reconcile outcomes, from what the handlers raise.
 SUCCEEDED = "succeeded"  # everything applied, status written
@@ -127,32 +125,32 @@ class OperatorMetrics:
             if outcome is not None:
                 self.queue_operations.labels(operation, outcome).inc()
 
-    def record_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def record_status(self, namespace: str, name: str, status: AsyncActorStatus) -> None:
         """Set the actor's series from the status the operator has just decided on."""
         key = (namespace, name)
-        transport, depth = status.get("transport"), status.get("queueDepth")
+        transport, depth = status.transport, status.queue_depth
         old_transport = self._transports.get(key)
         if old_transport is not None and (old_transport != transport or depth is None):
             _remove(self.queue_depth, namespace, name, old_transport)
             del self._transports[key]
         if transport and depth is not None:
             self.queue_depth.labels(namespace, name, transport).set(depth)
-            self._transports[key] = str(transport)
+            self._transports[key] = transport
 
-        for kind, field in (("ready", "readyReplicas"), ("desired", "desiredReplicas")):
-            value = status.get(field)
+        replicas = (("ready", status.ready_replicas), ("desired", status.desired_replicas))
+        for kind, value in replicas:
             if value is None:
                 _remove(self.replicas, namespace, name, kind)
             else:
                 self.replicas.labels(namespace, name, kind).set(value)
 
-        word, old_word = status.get("status"), self._words.get(key)
+        word, old_word = status.status, self._words.get(key)
         if old_word is not None and old_word != word:
             _remove(self.status, namespace, name, old_word)
             del self._words[key]
         if word:
             self.status.labels(namespace, name, word).set(1)
-            self._words[key] = str(word)
+            self._words[key] = word
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted actor."""

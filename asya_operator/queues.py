@@ -1,8 +1,8 @@
 """The operator's own queue administration: create, delete and measure actors' queues.
 
 It goes through the sidecar's transports (one code path per broker for everyone), configured
-with the same environment variables a sidecar gets, built here from the operator's
-TransportConfig:
+with the environment variables a sidecar gets (one list: transport_env.variables), with
+Secret values read here:
 
 - rabbitmq: the URL is the `url` key (or the key `credentials.secretRef.keys.url` names) of
   the Secret `credentials.secretRef.name` in the operator's own namespace
@@ -29,14 +29,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asya_transports as transports
-from asya_operator import kube
-from asya_operator.config import (
-    OperatorConfig,
-    RabbitMQTransport,
-    SQSTransport,
-    TransportConfig,
-)
-from asya_shared import env, names
+from asya_operator import kube, transport_env
+from asya_operator.config import OperatorConfig, TransportConfig
+from asya_shared import names
 
 DEFAULT_TIMEOUT_S = 20.0
 T = TypeVar("T")
@@ -55,26 +50,12 @@ class BrokerUnavailable(Exception):
 
 
 def settings_environ(transport: TransportConfig) -> dict[str, str]:
-    """The non-secret transport variables, as a sidecar of this transport gets them."""
-    if isinstance(transport, RabbitMQTransport):
-        return {env.RABBITMQ_QUEUE_TYPE: transport.queue_type}
-    if isinstance(transport, SQSTransport):
-        result = {
-            "AWS_REGION": transport.region,
-            env.SQS_VISIBILITY_TIMEOUT: str(transport.visibility_timeout),
-            env.SQS_MAX_RECEIVE_COUNT: str(transport.dlq.max_deliveries),
-        }
-        if transport.endpoint:
-            result[env.SQS_ENDPOINT] = transport.endpoint
-        return result
-    result = {
-        env.PUBSUB_PROJECT: transport.project,
-        env.PUBSUB_ACK_DEADLINE: str(transport.ack_deadline),
-        env.PUBSUB_MAX_DELIVERY_ATTEMPTS: str(transport.dlq.max_deliveries),
+    """The transport's literal variables, as a sidecar of this transport gets them."""
+    return {
+        v.name: v.value
+        for v in transport_env.variables(transport)
+        if isinstance(v.value, str) and not v.identity
     }
-    if transport.emulator_host:
-        result[env.PUBSUB_EMULATOR_HOST] = transport.emulator_host
-    return result
 
 
 def secret_value(secret: Mapping[str, Any], key: str, where: str) -> str:
@@ -93,7 +74,7 @@ def secret_value(secret: Mapping[str, Any], key: str, where: str) -> str:
 @dataclass
 class _Open:
     key: tuple[tuple[str, str], ...]
-    transport: transports.Transport
+    transport: transports.Admin
 
 
 class QueueAdmin:
@@ -113,16 +94,17 @@ class QueueAdmin:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def environ(self, name: str, transport: TransportConfig) -> dict[str, str]:
-        """Every variable the transport module reads, secrets included."""
-        result = settings_environ(transport)
-        if isinstance(transport, RabbitMQTransport):
-            ref = transport.credentials.secret_ref if transport.credentials else None
-            # As in the pods: a Secret, when named, carries the URL (with the password).
-            if ref is not None:
-                result[env.RABBITMQ_URL] = await self._secret(ref.name, ref.key("url", "url"))
+        """Every variable the transport module reads, Secret values included (as in the pods,
+        a Secret, when named, carries the rabbitmq URL with its password)."""
+        result: dict[str, str] = {}
+        for variable in transport_env.variables(transport):
+            if variable.identity:
+                continue  # the operator's own cloud identity, not the pods' (module docstring)
+            value = variable.value
+            if isinstance(value, transport_env.FromSecret):
+                result[variable.name] = await self._secret(value.secret, value.key)
             else:
-                assert transport.url is not None  # config validation: url or secretRef
-                result[env.RABBITMQ_URL] = transport.url
+                result[variable.name] = value
         return result
 
     async def _secret(self, name: str, key: str) -> str:
@@ -141,7 +123,7 @@ class QueueAdmin:
             raise BrokerUnavailable(f"cannot read Secret {where}: {exc}") from exc
         return secret_value(secret, key, where)
 
-    async def _transport(self, name: str, transport: TransportConfig) -> transports.Transport:
+    async def _transport(self, name: str, transport: TransportConfig) -> transports.Admin:
         environ = await self.environ(name, transport)
         key = tuple(sorted(environ.items()))
         lock = self._locks.setdefault(name, asyncio.Lock())
@@ -178,7 +160,7 @@ class QueueAdmin:
         name: str,
         transport: TransportConfig,
         what: str,
-        call: Callable[[transports.Transport], Awaitable[T]],
+        call: Callable[[transports.Admin], Awaitable[T]],
     ) -> T:
         opened = await self._transport(name, transport)
         try:
@@ -193,7 +175,7 @@ class QueueAdmin:
             await self._drop(name, opened)
             raise BrokerUnavailable(str(exc)) from exc
 
-    async def _drop(self, name: str, opened: transports.Transport) -> None:
+    async def _drop(self, name: str, opened: transports.Admin) -> None:
         current = self._open.get(name)
         if current is not None and current.transport is opened:
             del self._open[name]
@@ -206,7 +188,7 @@ class QueueAdmin:
         except names.InvalidName as exc:
             raise QueueAdminError(str(exc)) from exc
 
-        async def ensure_queue(opened: transports.Transport) -> None:
+        async def ensure_queue(opened: transports.Admin) -> None:
             try:
                 await opened.ensure_queue(queue)
             except (transports.QueueNotFound, transports.Unsupported, ValueError) as exc:
@@ -221,7 +203,7 @@ class QueueAdmin:
     async def delete(self, name: str, transport: TransportConfig, queue: str) -> None:
         """Delete the queue and its messages; a missing queue is fine."""
 
-        async def delete_queue(opened: transports.Transport) -> None:
+        async def delete_queue(opened: transports.Admin) -> None:
             try:
                 await opened.delete_queue(queue)
             except transports.TransportUnavailable:
@@ -236,7 +218,7 @@ class QueueAdmin:
 
         Raises QueueGone when the queue does not exist."""
 
-        async def queue_depth(opened: transports.Transport) -> int | None:
+        async def queue_depth(opened: transports.Admin) -> int | None:
             try:
                 return await opened.queue_depth(queue)
             except transports.Unsupported:
@@ -256,6 +238,6 @@ class QueueAdmin:
             await _close_quietly(item.transport)
 
 
-async def _close_quietly(transport: transports.Transport) -> None:
+async def _close_quietly(transport: transports.Admin) -> None:
     with contextlib.suppress(Exception):
         await transport.close()

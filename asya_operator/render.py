@@ -5,6 +5,9 @@ image with that file next to the injected sidecar, and, when KEDA scales the act
 ScaledObject on the actor's queue (with a TriggerAuthentication when KEDA needs credentials).
 docs/rendering.md explains every choice made here; keep the two in step.
 
+`plan` works out once which transport and queue an actor uses; the operator creates that
+queue and then renders from the same Plan, `asya render` makes the Plan itself.
+
 Everything here is a pure function of the AsyncActor and the operator configuration, so the
 operator, `asya render` and the tests all see the same objects. The one exception is
 `bundled_runtime_source`, which reads the runtime file shipped with this package when the
@@ -22,6 +25,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from asya_operator import transport_env
 from asya_operator.config import (
     Credentials,
     OperatorConfig,
@@ -44,8 +48,6 @@ RUNTIME_DIR = "/opt/asya"
 RUNTIME_FILE = "runtime.py"
 RUNTIME_READY_FILE = f"{SOCKET_DIR}/runtime-ready"
 RUNTIME_SOCKET = f"{SOCKET_DIR}/asya-runtime.sock"
-GCP_CREDENTIALS_DIR = "/var/run/secrets/asya/gcp"
-GCP_CREDENTIALS_FILE = "credentials.json"
 METRICS_PORT = 8080
 METRICS_PORT_NAME = "metrics"
 
@@ -69,13 +71,6 @@ RESERVED_VOLUMES = (
     SIDECAR_TMP_VOLUME,
     GCP_CREDENTIALS_VOLUME,
 )
-
-# Variables that belong to cloud SDKs rather than to Asya, so asya_shared.env does not name
-# them; the sidecar's SDKs read them directly.
-AWS_REGION = "AWS_REGION"
-AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
-AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
-GOOGLE_APPLICATION_CREDENTIALS = "GOOGLE_APPLICATION_CREDENTIALS"
 
 # spec.env may not set what the operator derives from other spec fields: the two would
 # disagree silently. The value says what to do instead.
@@ -146,44 +141,65 @@ def _metadata(actor: AsyncActor, name: str) -> Obj:
 # ------------------------------------------------------------------------------ transports
 
 
+class UnknownTransport(RenderError):
+    """The actor names no transport the operator has configured (or names none, and the
+    operator has no default)."""
+
+
 def resolve_transport(actor: AsyncActor, config: OperatorConfig) -> tuple[str, TransportConfig]:
     """The name and settings of the transport the actor uses."""
     configured = ", ".join(sorted(config.transports))
     if not config.transports:
         asked = f"spec.transport {actor.spec.transport!r}: " if actor.spec.transport else ""
-        raise RenderError(
+        raise UnknownTransport(
             f"{asked}the operator has no transports configured; add one under `transports` "
             "in the operator configuration (Helm values)"
         )
     name = config.transport_name(actor.spec.transport)
     if name is None:
-        raise RenderError(
+        raise UnknownTransport(
             "spec.transport is not set and the operator has no defaultTransport: set "
             f"spec.transport to one of: {configured}"
         )
     transport = config.transports.get(name)
     if transport is None:
-        raise RenderError(
+        raise UnknownTransport(
             f"spec.transport {name!r} is not configured in the operator (configured: {configured})"
         )
     return name, transport
 
 
 def _queue(namespace: str, actor_name: str, transport_type: str) -> str:
+    """`asya-<namespace>-<actor>`, refused (never truncated) when the broker cannot take it."""
     try:
         return names.check_queue_name(names.queue_name(namespace, actor_name), transport_type)
     except names.InvalidName as exc:
         raise RenderError(str(exc)) from None
 
 
-def actor_queue(actor: AsyncActor, config: OperatorConfig) -> str:
-    """`asya-<namespace>-<actor>`, refused (never truncated) when the broker cannot take it."""
-    _, transport = resolve_transport(actor, config)
-    return _queue(actor.namespace, actor.actor, transport.type)
+@dataclass(frozen=True)
+class Plan:
+    """Where an actor's messages go, worked out once: the operator creates this queue, writes
+    it to the status and renders the sidecar that consumes it, all from one Plan.
+
+    What the transport adds to the pod and to KEDA (`_Wiring`) is not part of it: a problem
+    there is found only after the queue exists, and the status says so (QueueReady stays
+    True)."""
+
+    transport_name: str
+    transport: TransportConfig
+    queue: str
+
+
+def plan(actor: AsyncActor, config: OperatorConfig) -> Plan:
+    """The actor's transport and queue; raises UnknownTransport, or RenderError for a queue
+    name the broker would refuse."""
+    transport_name, transport = resolve_transport(actor, config)
+    return Plan(transport_name, transport, _queue(actor.namespace, actor.actor, transport.type))
 
 
 @dataclass(frozen=True)
-class _TransportPlan:
+class _Wiring:
     """What one transport adds to the pod and to KEDA."""
 
     env: list[Obj]
@@ -198,8 +214,17 @@ def _value(name: str, value: str | int) -> Obj:
     return {"name": name, "value": str(value)}
 
 
-def _from_secret(name: str, secret: SecretRef, key: str) -> Obj:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
+def _env_var(variable: transport_env.Variable) -> Obj:
+    """An EnvVar of the sidecar; a Secret's key stays a reference, never a literal."""
+    value = variable.value
+    if isinstance(value, transport_env.FromSecret):
+        ref = {"name": value.secret, "key": value.key}
+        return {"name": variable.name, "valueFrom": {"secretKeyRef": ref}}
+    return _value(variable.name, value)
+
+
+def _transport_env(transport: TransportConfig) -> list[Obj]:
+    return [_env_var(v) for v in transport_env.variables(transport)]
 
 
 def _secret_target(parameter: str, secret: SecretRef, key: str) -> Obj:
@@ -225,35 +250,24 @@ def _pod_identity_provider(
     return True
 
 
-def _rabbitmq_plan(transport: RabbitMQTransport, queue: str, queue_length: int) -> _TransportPlan:
+def _rabbitmq_wiring(transport: RabbitMQTransport, queue: str, queue_length: int) -> _Wiring:
     secret = _secret(transport.credentials)
-    plan_env = [_value(env.RABBITMQ_QUEUE_TYPE, transport.queue_type)]
     # KEDA's legacy `queueLength` key may not be combined with mode/value; use the pair.
     metadata = {"queueName": queue, "mode": "QueueLength", "value": str(queue_length)}
     auth: Obj | None = None
     if secret is not None:
         # The URL in the Secret carries user and password, so it goes to KEDA as the `host`
         # auth parameter and never into the ScaledObject.
-        url_key = secret.key("url", "url")
-        plan_env.insert(0, _from_secret(env.RABBITMQ_URL, secret, url_key))
-        auth = {"secretTargetRef": [_secret_target("host", secret, url_key)]}
+        auth = {"secretTargetRef": [_secret_target("host", secret, secret.key("url", "url"))]}
     else:
         assert transport.url is not None  # the config refuses rabbitmq without url or secret
-        plan_env.insert(0, _value(env.RABBITMQ_URL, transport.url))
         metadata["host"] = transport.url
-    return _TransportPlan(plan_env, "rabbitmq", metadata, auth)
+    return _Wiring(_transport_env(transport), "rabbitmq", metadata, auth)
 
 
-def _sqs_plan(
+def _sqs_wiring(
     transport: SQSTransport, transport_name: str, queue: str, queue_length: int
-) -> _TransportPlan:
-    plan_env = [_value(AWS_REGION, transport.region)]
-    if transport.endpoint:
-        plan_env.append(_value(env.SQS_ENDPOINT, transport.endpoint))
-    plan_env += [
-        _value(env.SQS_VISIBILITY_TIMEOUT, transport.visibility_timeout),
-        _value(env.SQS_MAX_RECEIVE_COUNT, transport.dlq.max_deliveries),
-    ]
+) -> _Wiring:
     base = (transport.endpoint or f"https://sqs.{transport.region}.amazonaws.com").rstrip("/")
     metadata = {
         "queueURL": f"{base}/{transport.account_id}/{queue}",
@@ -273,37 +287,26 @@ def _sqs_plan(
         auth = {"podIdentity": pod_identity}
     else:
         assert secret is not None  # Credentials holds exactly one of the two
-        key_id = secret.key("accessKeyId", "accessKeyId")
-        secret_key = secret.key("secretAccessKey", "secretAccessKey")
-        plan_env += [
-            _from_secret(AWS_ACCESS_KEY_ID, secret, key_id),
-            _from_secret(AWS_SECRET_ACCESS_KEY, secret, secret_key),
-        ]
         auth = {
             "secretTargetRef": [
-                _secret_target("awsAccessKeyID", secret, key_id),
-                _secret_target("awsSecretAccessKey", secret, secret_key),
+                _secret_target("awsAccessKeyID", secret, secret.key("accessKeyId", "accessKeyId")),
+                _secret_target(
+                    "awsSecretAccessKey", secret, secret.key("secretAccessKey", "secretAccessKey")
+                ),
             ]
         }
-    return _TransportPlan(plan_env, "aws-sqs-queue", metadata, auth)
+    return _Wiring(_transport_env(transport), "aws-sqs-queue", metadata, auth)
 
 
-def _pubsub_plan(
+def _pubsub_wiring(
     transport: PubSubTransport, transport_name: str, queue: str, queue_length: int, scaled: bool
-) -> _TransportPlan:
+) -> _Wiring:
     if scaled and transport.emulator_host:
         raise RenderError(
             f"transport {transport_name!r} uses the Pub/Sub emulator (emulatorHost), which has "
             "no Cloud Monitoring metrics for KEDA's gcp-pubsub scaler to read: set "
             "spec.scaling.enabled: false (and spec.replicas)"
         )
-    plan_env = [_value(env.PUBSUB_PROJECT, transport.project)]
-    if transport.emulator_host:
-        plan_env.append(_value(env.PUBSUB_EMULATOR_HOST, transport.emulator_host))
-    plan_env += [
-        _value(env.PUBSUB_ACK_DEADLINE, transport.ack_deadline),
-        _value(env.PUBSUB_MAX_DELIVERY_ATTEMPTS, transport.dlq.max_deliveries),
-    ]
     # The full subscription path pins the project: with a short name KEDA would take the
     # project of its own credentials, which need not be the transport's.
     metadata = {
@@ -322,35 +325,35 @@ def _pubsub_plan(
         auth = {"podIdentity": {"provider": "gcp"}}
     elif secret is not None:
         key = secret.key("credentials", "credentials")
-        # Google's libraries want a file path, not the key itself, so the key is mounted.
+        # The key becomes the file GOOGLE_APPLICATION_CREDENTIALS names (transport_env).
         volumes.append(
             {
                 "name": GCP_CREDENTIALS_VOLUME,
                 "secret": {
                     "secretName": secret.name,
-                    "items": [{"key": key, "path": GCP_CREDENTIALS_FILE}],
+                    "items": [{"key": key, "path": transport_env.GCP_CREDENTIALS_FILE}],
                 },
             }
         )
         mounts.append(
-            {"name": GCP_CREDENTIALS_VOLUME, "mountPath": GCP_CREDENTIALS_DIR, "readOnly": True}
-        )
-        plan_env.append(
-            _value(GOOGLE_APPLICATION_CREDENTIALS, f"{GCP_CREDENTIALS_DIR}/{GCP_CREDENTIALS_FILE}")
+            {
+                "name": GCP_CREDENTIALS_VOLUME,
+                "mountPath": transport_env.GCP_CREDENTIALS_DIR,
+                "readOnly": True,
+            }
         )
         auth = {"secretTargetRef": [_secret_target("GoogleApplicationCredentials", secret, key)]}
-    return _TransportPlan(plan_env, "gcp-pubsub", metadata, auth, volumes, mounts)
+    return _Wiring(_transport_env(transport), "gcp-pubsub", metadata, auth, volumes, mounts)
 
 
-def _transport_plan(
-    actor: AsyncActor, transport_name: str, transport: TransportConfig, queue: str
-) -> _TransportPlan:
+def _wiring(actor: AsyncActor, plan: Plan) -> _Wiring:
     queue_length = actor.spec.scaling.queue_length
+    transport, name, queue = plan.transport, plan.transport_name, plan.queue
     if isinstance(transport, RabbitMQTransport):
-        return _rabbitmq_plan(transport, queue, queue_length)
+        return _rabbitmq_wiring(transport, queue, queue_length)
     if isinstance(transport, SQSTransport):
-        return _sqs_plan(transport, transport_name, queue, queue_length)
-    return _pubsub_plan(transport, transport_name, queue, queue_length, actor.spec.scaling.enabled)
+        return _sqs_wiring(transport, name, queue, queue_length)
+    return _pubsub_wiring(transport, name, queue, queue_length, actor.spec.scaling.enabled)
 
 
 # ---------------------------------------------------------------------------- spec checks
@@ -596,9 +599,10 @@ def shutdown_timeout(grace_period: int) -> int:
 def _sidecar_container(
     actor: AsyncActor,
     config: OperatorConfig,
+    *,
     transport_type: str,
     queues: tuple[str, str, str],
-    plan: _TransportPlan,
+    wiring: _Wiring,
 ) -> Obj:
     spec = actor.spec
     queue, sink, sump = queues
@@ -617,7 +621,7 @@ def _sidecar_container(
         _value(env.SHUTDOWN_TIMEOUT, shutdown_timeout(spec.termination_grace_period_seconds)),
         # Explicit because the probe and the scrape annotations depend on it.
         _value(env.METRICS_PORT, METRICS_PORT),
-        *plan.env,
+        *wiring.env,
         *(item for item in spec.env if item.get("name") in SIDECAR_PASSTHROUGH_ENV),
     ]
     container: Obj = {
@@ -638,7 +642,7 @@ def _sidecar_container(
         "volumeMounts": [
             {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},
             {"name": SIDECAR_TMP_VOLUME, "mountPath": "/tmp"},
-            *plan.mounts,
+            *wiring.mounts,
         ],
     }
     if config.sidecar.resources:
@@ -700,7 +704,7 @@ class _Containers:
     inits: list[Obj]  # the template's init containers
 
 
-def _pod_spec(actor: AsyncActor, pod: Obj, parts: _Containers, plan: _TransportPlan) -> Obj:
+def _pod_spec(actor: AsyncActor, pod: Obj, parts: _Containers, wiring: _Wiring) -> Obj:
     spec = actor.spec
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(key):
@@ -737,7 +741,7 @@ def _pod_spec(actor: AsyncActor, pod: Obj, parts: _Containers, plan: _TransportP
         {"name": RUNTIME_VOLUME, "configMap": {"name": config_map_name(actor)}},
         {"name": RUNTIME_TMP_VOLUME, "emptyDir": {}},
         {"name": SIDECAR_TMP_VOLUME, "emptyDir": {}},
-        *plan.volumes,
+        *wiring.volumes,
     ]
     return result
 
@@ -791,10 +795,10 @@ def _trigger_authentication(actor: AsyncActor, auth: Obj) -> Obj:
     }
 
 
-def _scaled_object(actor: AsyncActor, plan: _TransportPlan) -> Obj:
+def _scaled_object(actor: AsyncActor, wiring: _Wiring) -> Obj:
     scaling = actor.spec.scaling
-    trigger: Obj = {"type": plan.trigger_type, "metadata": dict(plan.trigger_metadata)}
-    if plan.auth is not None:
+    trigger: Obj = {"type": wiring.trigger_type, "metadata": dict(wiring.trigger_metadata)}
+    if wiring.auth is not None:
         trigger["authenticationRef"] = {"name": trigger_authentication_name(actor)}
     return {
         "apiVersion": "keda.sh/v1alpha1",
@@ -812,35 +816,44 @@ def _scaled_object(actor: AsyncActor, plan: _TransportPlan) -> Obj:
     }
 
 
-def build(actor: AsyncActor, config: OperatorConfig, runtime_source: str) -> list[Obj]:
-    """The objects for one actor, in apply order: ConfigMap, [TriggerAuthentication],
-    Deployment, [ScaledObject]. Pure; raises RenderError with what to fix."""
-    transport_name, transport = resolve_transport(actor, config)
+def build(
+    actor: AsyncActor, plan: Plan, *, config: OperatorConfig, runtime_source: str
+) -> list[Obj]:
+    """The objects for one actor whose transport and queue `plan` says, in apply order:
+    ConfigMap, [TriggerAuthentication], Deployment, [ScaledObject]. Pure; raises RenderError
+    with what to fix."""
     _check_spec(actor)
-    queue = _queue(actor.namespace, actor.actor, transport.type)
+    transport_type = plan.transport.type
     crew_namespace = config.crew_namespace or actor.namespace
-    sink = _queue(crew_namespace, names.SINK, transport.type)
-    sump = _queue(crew_namespace, names.SUMP, transport.type)
-    plan = _transport_plan(actor, transport_name, transport, queue)
+    sink = _queue(crew_namespace, names.SINK, transport_type)
+    sump = _queue(crew_namespace, names.SUMP, transport_type)
+    wiring = _wiring(actor, plan)
 
     template_metadata, pod = _split_template(actor)
     others = _template_containers(pod, "containers")
     inits = _template_containers(pod, "initContainers")
+    sidecar = _sidecar_container(
+        actor,
+        config,
+        transport_type=transport_type,
+        queues=(plan.queue, sink, sump),
+        wiring=wiring,
+    )
     parts = _Containers(
         # The template's asya-runtime is taken out of its list and merged with the flat fields.
         runtime=_runtime_container(actor, _take_runtime(others, inits)),
-        sidecar=_sidecar_container(actor, config, transport.type, (queue, sink, sump), plan),
+        sidecar=sidecar,
         others=others,
         inits=inits,
     )
-    pod_spec = _pod_spec(actor, pod, parts, plan)
+    pod_spec = _pod_spec(actor, pod, parts, wiring)
     deployment = _deployment(actor, template_metadata, pod_spec, runtime_source)
 
     objects = [_config_map(actor, runtime_source)]
     if actor.spec.scaling.enabled:
-        if plan.auth is not None:
-            objects.append(_trigger_authentication(actor, plan.auth))
-        objects += [deployment, _scaled_object(actor, plan)]
+        if wiring.auth is not None:
+            objects.append(_trigger_authentication(actor, wiring.auth))
+        objects += [deployment, _scaled_object(actor, wiring)]
     else:
         objects.append(deployment)
     # Parts come from the spec's own dicts and from shared constants; callers patch and
@@ -855,8 +868,29 @@ def bundled_runtime_source() -> str:
 
 
 def render(
-    actor: AsyncActor, config: OperatorConfig, *, runtime_source: str | None = None
+    actor: AsyncActor,
+    config: OperatorConfig,
+    *,
+    plan: Plan | None = None,
+    runtime_source: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The objects for one actor; `runtime_source` defaults to the bundled runtime file."""
+    """The objects for one actor. `plan` is the actor's plan when the caller has made it
+    already (the operator has: it created the queue first); `runtime_source` defaults to the
+    bundled runtime file."""
+    if plan is None:
+        plan = _plan_spec_first(actor, config)
     source = bundled_runtime_source() if runtime_source is None else runtime_source
-    return build(actor, config, source)
+    return build(actor, plan, config=config, runtime_source=source)
+
+
+def _plan_spec_first(actor: AsyncActor, config: OperatorConfig) -> Plan:
+    """plan(), but a spec problem is reported before a queue name problem, the order in which
+    `asya render` has always named them (the operator reports the queue first: it must
+    create the queue before it renders anything)."""
+    try:
+        return plan(actor, config)
+    except UnknownTransport:
+        raise
+    except RenderError:
+        _check_spec(actor)
+        raise

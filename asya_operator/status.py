@@ -16,15 +16,20 @@ and one word that sums them up for `kubectl get asya`:
     Error        a problem only a change can fix (invalid spec, unknown transport, ...)
     Terminating  being deleted
 
-Nothing here does I/O or reads the clock: callers pass `now`.
+The stored status is a models.AsyncActorStatus (parsed by observed.py); what the operator
+decides now is a list of `Condition`s, merged into it by `next_status`, and `to_json` is
+what gets written. Nothing here does I/O or reads the clock: callers pass `now`.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from asya_operator import models
+from asya_operator.observed import Rollout, Scaler
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
@@ -42,13 +47,13 @@ TERMINATING = "Terminating"
 
 # Reasons
 QUEUE_EXISTS = "QueueExists"
+QUEUE_MISSING = "QueueMissing"
 BROKER_UNAVAILABLE = "BrokerUnavailable"
 QUEUE_ERROR = "QueueError"
 INVALID_SPEC = "InvalidSpec"
 UNKNOWN_TRANSPORT = "UnknownTransport"
 RENDER_ERROR = "RenderError"
 APPLY_ERROR = "ApplyError"
-API_UNAVAILABLE = "ApiUnavailable"
 WAITING_FOR_QUEUE = "WaitingForQueue"
 PENDING = "Pending"
 REPLICAS_READY = "ReplicasReady"
@@ -60,7 +65,6 @@ SCALER_READY = "ScalerReady"
 SCALER_NOT_READY = "ScalerNotReady"
 WAITING_FOR_KEDA = "WaitingForKeda"
 KEDA_NOT_INSTALLED = "KedaNotInstalled"
-DELETING = "Deleting"
 
 # Reasons of a condition that is False until someone changes the spec or the configuration.
 PERMANENT_REASONS = frozenset(
@@ -84,43 +88,53 @@ def timestamp(moment: datetime.datetime) -> str:
 
 
 def merge_conditions(
-    old: Sequence[Mapping[str, Any]] | None,
+    old: Sequence[models.Condition],
     new: Iterable[Condition],
     *,
     now: str,
     generation: int | None,
-) -> list[dict[str, Any]]:
+) -> list[models.Condition]:
     """The conditions list after `new`: lastTransitionTime stays while the status stays.
 
     Conditions not in `new` are kept as they were; the result is ordered by type as in
     CONDITION_TYPES, then any foreign types in their old order."""
-    merged: dict[str, dict[str, Any]] = {}
-    for item in old or ():
-        if isinstance(item, Mapping) and item.get("type"):
-            merged[str(item["type"])] = dict(item)
+    merged = {item.type: item for item in old if item.type}
     for condition in new:
         previous = merged.get(condition.type)
-        changed = previous is None or previous.get("status") != condition.status
-        since = now if changed or previous is None else previous.get("lastTransitionTime", now)
-        entry: dict[str, Any] = {
-            "type": condition.type,
-            "status": condition.status,
-            "reason": condition.reason,
-            "message": condition.message,
-            "lastTransitionTime": since,
-        }
-        if generation is not None:
-            entry["observedGeneration"] = generation
-        merged[condition.type] = entry
+        kept = previous is not None and previous.status == condition.status
+        merged[condition.type] = models.Condition(
+            type=condition.type,
+            status=condition.status,
+            reason=condition.reason,
+            message=condition.message,
+            last_transition_time=previous.last_transition_time if previous and kept else now,
+            observed_generation=generation,
+        )
     ordered = [merged.pop(kind) for kind in CONDITION_TYPES if kind in merged]
     return ordered + list(merged.values())
 
 
-def find(conditions: Sequence[Mapping[str, Any]] | None, kind: str) -> Mapping[str, Any] | None:
-    for item in conditions or ():
-        if isinstance(item, Mapping) and item.get("type") == kind:
-            return item
-    return None
+def find(conditions: Sequence[models.Condition], kind: str) -> models.Condition | None:
+    return next((item for item in conditions if item.type == kind), None)
+
+
+def is_permanent(condition: models.Condition | None) -> bool:
+    """Whether the condition shows a problem only a change of spec or configuration fixes."""
+    return (
+        condition is not None
+        and condition.status == FALSE
+        and condition.reason in PERMANENT_REASONS
+    )
+
+
+def unless_permanent(
+    conditions: Iterable[Condition], *, shown: Sequence[models.Condition]
+) -> list[Condition]:
+    """`conditions` without those that would replace a permanent problem `shown` now.
+
+    For an observer (the status refresh): what it sees cannot clear a problem only a change
+    fixes, so that stays on display until a reconcile clears it."""
+    return [c for c in conditions if not is_permanent(find(shown, c.type))]
 
 
 # -- QueueReady ---------------------------------------------------------------------------
@@ -143,9 +157,23 @@ def queue_error(transport: str, error: str) -> Condition:
     return Condition(QUEUE_READY, FALSE, QUEUE_ERROR, f"{transport} refused the queue: {error}")
 
 
+def queue_missing(queue: str, transport: str) -> Condition:
+    return Condition(
+        QUEUE_READY,
+        FALSE,
+        QUEUE_MISSING,
+        f"queue {queue} is gone from {transport}; the next resync creates it",
+    )
+
+
 def blocked(reason: str, message: str, kinds: Iterable[str] = CONDITION_TYPES) -> list[Condition]:
     """The same False condition for every stage a problem stops the reconcile before."""
     return [Condition(kind, FALSE, reason, message) for kind in kinds]
+
+
+def workload_blocked(reason: str, message: str) -> list[Condition]:
+    """A problem met once the queue exists: the workload and its scaling wait for a fix."""
+    return blocked(reason, message, (WORKLOAD_READY, SCALING_READY))
 
 
 def waiting_for_queue() -> list[Condition]:
@@ -154,6 +182,21 @@ def waiting_for_queue() -> list[Condition]:
         Condition(WORKLOAD_READY, UNKNOWN, WAITING_FOR_QUEUE, message),
         Condition(SCALING_READY, UNKNOWN, WAITING_FOR_QUEUE, message),
     ]
+
+
+def queue_unreachable(
+    transport: str, error: str, *, shown: Sequence[models.Condition]
+) -> list[Condition]:
+    """The broker is down, so the queue cannot be made sure of. The workload and scaling
+    conditions say they wait for it only where they say nothing yet: an actor that was
+    running keeps showing how its workload was."""
+    waiting = [c for c in waiting_for_queue() if find(shown, c.type) is None]
+    return [broker_unavailable(transport, error), *waiting]
+
+
+def queue_refused(transport: str, error: str) -> list[Condition]:
+    """The broker refused the queue: nothing after it can be applied."""
+    return [queue_error(transport, error), *workload_blocked(QUEUE_ERROR, error)]
 
 
 def unknown_transport(requested: str | None, configured: Iterable[str]) -> str:
@@ -169,42 +212,24 @@ def unknown_transport(requested: str | None, configured: Iterable[str]) -> str:
 # -- WorkloadReady ------------------------------------------------------------------------
 
 
-def replicas(deployment: Mapping[str, Any] | None) -> tuple[int | None, int | None]:
-    """(ready, desired) replicas of a Deployment; None where it does not say yet."""
-    if not deployment:
-        return None, None
-    spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
-    desired = spec.get("replicas")
-    if desired is None:
-        # KEDA owns spec.replicas; until it writes one the API server's default (1) applies.
-        desired = status.get("replicas")
-    ready = status.get("readyReplicas", 0 if status else None)
-    return (
-        int(ready) if ready is not None else None,
-        int(desired) if desired is not None else None,
-    )
-
-
-def workload_condition(deployment: Mapping[str, Any] | None) -> Condition:
-    if not deployment:
+def workload_condition(rollout: Rollout | None) -> Condition:
+    if rollout is None:
         return Condition(WORKLOAD_READY, UNKNOWN, PENDING, "the Deployment does not exist yet")
-    status = deployment.get("status") or {}
-    generation = (deployment.get("metadata") or {}).get("generation")
-    observed = status.get("observedGeneration")
-    if not status or (generation is not None and (observed is None or observed < generation)):
+    generation, observed = rollout.generation, rollout.observed_generation
+    if not rollout.reported or (
+        generation is not None and (observed is None or observed < generation)
+    ):
         return Condition(WORKLOAD_READY, UNKNOWN, PENDING, "waiting for the Deployment controller")
-    ready, desired = replicas(deployment)
+    ready, desired = rollout.ready, rollout.desired
     counts = f"{ready or 0}/{desired if desired is not None else '?'} replicas ready"
-    progressing = find(status.get("conditions"), "Progressing")
-    if progressing and progressing.get("status") == FALSE:
-        detail = progressing.get("message") or "the rollout stopped making progress"
+    progressing, available = rollout.progressing, rollout.available
+    if progressing and progressing.status == FALSE:
+        detail = progressing.message or "the rollout stopped making progress"
         return Condition(WORKLOAD_READY, FALSE, PROGRESS_DEADLINE_EXCEEDED, f"{detail} ({counts})")
     if desired == 0:
         return Condition(WORKLOAD_READY, TRUE, SCALED_TO_ZERO, "scaled to 0 replicas")
-    available = find(status.get("conditions"), "Available")
-    if available and available.get("status") == FALSE:
-        detail = available.get("message") or "minimum replicas unavailable"
+    if available and available.status == FALSE:
+        detail = available.message or "minimum replicas unavailable"
         return Condition(WORKLOAD_READY, FALSE, REPLICAS_UNAVAILABLE, f"{detail} ({counts})")
     if available is None and (ready or 0) < (desired or 0):
         return Condition(WORKLOAD_READY, FALSE, REPLICAS_UNAVAILABLE, counts)
@@ -215,24 +240,24 @@ def workload_condition(deployment: Mapping[str, Any] | None) -> Condition:
 
 
 def scaling_condition(
-    scaled_object: Mapping[str, Any] | None, *, enabled: bool, fixed_replicas: int | None = None
+    scaler: Scaler | None, *, enabled: bool, fixed_replicas: int | None = None
 ) -> Condition:
     if not enabled:
         message = "KEDA scaling is off"
         if fixed_replicas is not None:
             message += f"; fixed at {fixed_replicas} replicas"
         return Condition(SCALING_READY, TRUE, SCALING_DISABLED, message)
-    if not scaled_object:
+    if scaler is None:
         return Condition(SCALING_READY, UNKNOWN, PENDING, "the ScaledObject does not exist yet")
-    ready = find((scaled_object.get("status") or {}).get("conditions"), "Ready")
-    if ready is None or ready.get("status") == UNKNOWN:
+    ready = scaler.ready
+    if ready is None or ready.status == UNKNOWN:
         return Condition(
             SCALING_READY, UNKNOWN, WAITING_FOR_KEDA, "KEDA has not reported on the ScaledObject"
         )
-    if ready.get("status") == TRUE:
+    if ready.status == TRUE:
         return Condition(SCALING_READY, TRUE, SCALER_READY, "KEDA scales on the queue depth")
-    message = ready.get("message") or ready.get("reason") or "KEDA reports it is not ready"
-    return Condition(SCALING_READY, FALSE, SCALER_NOT_READY, str(message))
+    message = ready.message or ready.reason or "KEDA reports it is not ready"
+    return Condition(SCALING_READY, FALSE, SCALER_NOT_READY, message)
 
 
 def keda_not_installed(error: str) -> Condition:
@@ -247,8 +272,12 @@ def keda_not_installed(error: str) -> Condition:
 # -- the word -----------------------------------------------------------------------------
 
 
+def _says(condition: models.Condition | None, value: str) -> bool:
+    return condition is not None and condition.status == value
+
+
 def word(
-    conditions: Sequence[Mapping[str, Any]] | None,
+    conditions: Sequence[models.Condition],
     *,
     previous: str | None,
     scaling_enabled: bool,
@@ -259,18 +288,17 @@ def word(
     """The one-word status. `previous` tells a first rollout (Creating) from a relapse."""
     if terminating:
         return TERMINATING
-    items = [find(conditions, kind) or {} for kind in CONDITION_TYPES]
-    if any(c.get("status") == FALSE and c.get("reason") in PERMANENT_REASONS for c in items):
+    queue, workload, scaling = (find(conditions, kind) for kind in CONDITION_TYPES)
+    if any(is_permanent(c) for c in (queue, workload, scaling)):
         return ERROR
-    queue, workload, scaling = items
-    if queue.get("status") == FALSE or scaling.get("status") == FALSE:
+    if _says(queue, FALSE) or _says(scaling, FALSE):
         return DEGRADED
-    if workload.get("status") == FALSE:
+    if workload is not None and workload.status == FALSE:
         first_rollout = previous in (None, CREATING, ERROR)
-        if first_rollout and workload.get("reason") == REPLICAS_UNAVAILABLE:
+        if first_rollout and workload.reason == REPLICAS_UNAVAILABLE:
             return CREATING
         return DEGRADED
-    if workload.get("status") != TRUE or queue.get("status") != TRUE:
+    if not _says(workload, TRUE) or not _says(queue, TRUE):
         # An update rolling out keeps a serving actor's word; anything else is (re)created.
         return previous if previous in (RUNNING, NAPPING) else CREATING
     if scaling_enabled and desired_replicas == 0 and not queue_depth:
@@ -278,51 +306,60 @@ def word(
     return RUNNING
 
 
-def status_patch(
-    old_status: Mapping[str, Any] | None,
+# -- the whole status ---------------------------------------------------------------------
+
+
+def next_status(
+    old: models.AsyncActorStatus,
     conditions: Iterable[Condition],
     *,
     now: str,
     generation: int | None,
     scaling_enabled: bool,
-    deployment: Mapping[str, Any] | None = None,
+    rollout: Rollout | None = None,
     queue: str | None = None,
     transport: str | None = None,
     queue_depth: int | None = None,
     terminating: bool = False,
-) -> dict[str, Any]:
+) -> models.AsyncActorStatus:
     """The whole status to write: merged conditions, replicas, depth and the word.
 
     Fields not known now (no Deployment read, depth not measured) keep their old values."""
-    old = dict(old_status or {})
-    merged = merge_conditions(old.get("conditions"), conditions, now=now, generation=generation)
-    ready, desired = replicas(deployment) if deployment is not None else (None, None)
-    if deployment is None:
-        ready, desired = old.get("readyReplicas"), old.get("desiredReplicas")
-    depth = queue_depth if queue_depth is not None else old.get("queueDepth")
-    result: dict[str, Any] = {
-        "conditions": merged,
-        "readyReplicas": ready,
-        "desiredReplicas": desired,
-        "queueDepth": depth,
-        "queue": queue if queue is not None else old.get("queue"),
-        "transport": transport if transport is not None else old.get("transport"),
-        "observedGeneration": generation
-        if generation is not None
-        else old.get("observedGeneration"),
-    }
-    result["status"] = word(
-        merged,
-        previous=old.get("status"),
-        scaling_enabled=scaling_enabled,
+    merged = merge_conditions(old.conditions, conditions, now=now, generation=generation)
+    if rollout is not None:
+        ready, desired = rollout.ready, rollout.desired
+    else:
+        ready, desired = old.ready_replicas, old.desired_replicas
+    depth = queue_depth if queue_depth is not None else old.queue_depth
+    return models.AsyncActorStatus(
+        status=word(
+            merged,
+            previous=old.status,
+            scaling_enabled=scaling_enabled,
+            desired_replicas=desired,
+            queue_depth=depth,
+            terminating=terminating,
+        ),
+        conditions=merged,
+        ready_replicas=ready,
         desired_replicas=desired,
         queue_depth=depth,
-        terminating=terminating,
+        queue=queue if queue is not None else old.queue,
+        transport=transport if transport is not None else old.transport,
+        observed_generation=generation if generation is not None else old.observed_generation,
     )
-    return result
 
 
-def changed(old_status: Mapping[str, Any] | None, new_status: Mapping[str, Any]) -> bool:
-    """Whether writing `new_status` would change anything (to skip idle writes)."""
-    old = old_status or {}
-    return any(old.get(key) != value for key, value in new_status.items())
+def to_json(status: models.AsyncActorStatus) -> dict[str, Any]:
+    """The status as written: every field, None included, so that the merge patch removes a
+    value no longer known; a condition leaves out an observedGeneration it does not have."""
+    written = status.model_dump(mode="json", by_alias=True)
+    written["conditions"] = [
+        c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in status.conditions
+    ]
+    return written
+
+
+def changed(old: models.AsyncActorStatus, new: models.AsyncActorStatus) -> bool:
+    """Whether writing `new` would change anything (to skip idle writes)."""
+    return to_json(old) != to_json(new)

@@ -29,6 +29,7 @@ from asya_operator.metrics import (
     reconcile_outcome,
     serve,
 )
+from asya_operator.models import AsyncActorStatus
 from asya_operator.queues import BrokerUnavailable, QueueAdminError, QueueGone
 from asya_shared import env
 from tests.operator import test_operator
@@ -135,13 +136,7 @@ def test_queue_operation_counts_by_operation_and_outcome() -> None:
 def test_actor_series_follow_the_status_and_go_with_the_actor() -> None:
     m = OperatorMetrics(CollectorRegistry())
     get = m.registry.get_sample_value
-    status: dict[str, Any] = {
-        "status": "Creating",
-        "transport": "rabbit",
-        "queueDepth": None,
-        "readyReplicas": None,
-        "desiredReplicas": None,
-    }
+    status = AsyncActorStatus(status="Creating", transport="rabbit")
     m.record_status("ns", "a", status)
     assert get("asya_actor_status", {"namespace": "ns", "actor": "a", "status": "Creating"}) == 1
     assert (
@@ -149,7 +144,9 @@ def test_actor_series_follow_the_status_and_go_with_the_actor() -> None:
         is None
     )
 
-    status |= {"status": "Running", "queueDepth": 3, "readyReplicas": 1, "desiredReplicas": 2}
+    status = status.model_copy(
+        update={"status": "Running", "queue_depth": 3, "ready_replicas": 1, "desired_replicas": 2}
+    )
     m.record_status("ns", "a", status)
     m.record_status("ns", "b", status)
     a = {"namespace": "ns", "actor": "a"}
@@ -160,7 +157,7 @@ def test_actor_series_follow_the_status_and_go_with_the_actor() -> None:
     assert get("asya_actor_replicas", {**a, "kind": "desired"}) == 2
 
     # Moved to another broker: the depth on the old one is no longer known.
-    m.record_status("ns", "a", status | {"transport": "sqs", "queueDepth": 0})
+    m.record_status("ns", "a", status.model_copy(update={"transport": "sqs", "queue_depth": 0}))
     assert get("asya_actor_queue_depth", {**a, "transport": "rabbit"}) is None
     assert get("asya_actor_queue_depth", {**a, "transport": "sqs"}) == 0
 

@@ -83,6 +83,16 @@ async def test_secret_needs_a_client() -> None:
         await admin.environ("mq", config.transports["mq"])
 
 
+async def test_the_pods_cloud_credentials_are_not_the_operators() -> None:
+    # The operator authenticates to SQS with its own identity: it reads no Secret for it.
+    sqs = {**TRANSPORTS["sqs"], "credentials": {"secretRef": {"name": "aws-creds"}}}
+    config = operator_config.parse({"transports": {"sqs": sqs}})
+    admin = queues.QueueAdmin(config, None)
+    environ = await admin.environ("sqs", config.transports["sqs"])
+    assert environ == queues.settings_environ(config.transports["sqs"])
+    assert "AWS_ACCESS_KEY_ID" not in environ
+
+
 async def test_names_the_broker_refuses_are_permanent() -> None:
     config = operator_config.parse({"transports": TRANSPORTS})
     admin = queues.QueueAdmin(config, None)

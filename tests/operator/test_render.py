@@ -1,7 +1,7 @@
 """asya_operator.render: the objects an AsyncActor becomes.
 
 No golden files: every rendered object is checked against the real schemas (Kubernetes'
-through kubernetes-validate, KEDA's CRDs from ../shared/schemas/keda), and the contracts
+through kubernetes-validate, KEDA's CRDs from tests/data/keda), and the contracts
 between the objects are checked as properties, for every transport and option.
 """
 
@@ -22,11 +22,13 @@ import asya_transports as transports
 from asya_operator import config as operator_config
 from asya_operator.models import RUNTIME_CONTAINER, SIDECAR_CONTAINER, AsyncActor
 from asya_operator.render import (
+    Plan,
     RenderError,
-    actor_queue,
+    UnknownTransport,
     build,
     bundled_runtime_source,
     labels,
+    plan,
     render,
     resolve_transport,
     shutdown_timeout,
@@ -299,7 +301,7 @@ def test_every_rendering_is_valid_and_consistent(
     environ = literal_env(sidecar)
     loaded = sidecar_config.load(environ)
     queue = names.queue_name(namespace, actor.actor)
-    assert actor_queue(actor, CONFIG) == queue
+    assert plan(actor, CONFIG) == Plan(transport_name, transport, queue)
     assert (loaded.actor, loaded.namespace) == (actor.actor, namespace)
     assert loaded.transport == transport.type
     assert (loaded.queue, loaded.sink_queue, loaded.sump_queue) == (
@@ -696,12 +698,12 @@ def test_runtime_source_defaults_to_the_bundled_runtime() -> None:
 
 def test_output_shares_nothing_with_the_spec() -> None:
     actor = make_actor(env=[{"name": "A", "value": "1"}], template={"spec": {"volumes": []}})
-    first = build(actor, CONFIG, RUNTIME)
+    first = build(actor, plan(actor, CONFIG), config=CONFIG, runtime_source=RUNTIME)
     runtime = all_containers(first)[RUNTIME_CONTAINER]
     env_of(runtime)["A"]["value"] = "changed"
     pod_spec(first)["securityContext"]["runAsUser"] = 7
     assert actor.spec.env == [{"name": "A", "value": "1"}]
-    assert build(actor, CONFIG, RUNTIME) != first
+    assert build(actor, plan(actor, CONFIG), config=CONFIG, runtime_source=RUNTIME) != first
     assert yaml.safe_dump_all(first).count("&id") == 0  # no shared nodes, hence no anchors
 
 
@@ -886,9 +888,9 @@ def test_unknown_transport_lists_the_configured_ones() -> None:
 
 def test_no_transport_configured() -> None:
     empty = operator_config.parse({})
-    with pytest.raises(RenderError, match="no transports configured"):
+    with pytest.raises(UnknownTransport, match="no transports configured"):
         render(make_actor(), empty, runtime_source=RUNTIME)
-    with pytest.raises(RenderError, match="no transports configured"):
+    with pytest.raises(UnknownTransport, match="no transports configured"):
         resolve_transport(make_actor(transport="mq"), empty)
 
 
@@ -896,25 +898,84 @@ def test_several_transports_and_no_default() -> None:
     config = operator_config.parse(
         {"transports": {k: TRANSPORTS[k] for k in ("sqs-secret", "pubsub-secret")}}
     )
-    with pytest.raises(RenderError, match=r"spec\.transport is not set.*pubsub-secret, sqs-secret"):
+    with pytest.raises(
+        UnknownTransport, match=r"spec\.transport is not set.*pubsub-secret, sqs-secret"
+    ):
         render(make_actor(), config, runtime_source=RUNTIME)
     assert resolve_transport(make_actor(transport="sqs-secret"), config)[0] == "sqs-secret"
+
+
+@pytest.mark.parametrize(
+    ("spec", "transport_name", "queue"),
+    [
+        ({}, "rabbitmq-url", "asya-ml-infer"),  # the default transport
+        ({"transport": "sqs-secret"}, "sqs-secret", "asya-ml-infer"),
+        ({"transport": "pubsub-emulator", "actor": "other"}, "pubsub-emulator", "asya-ml-other"),
+    ],
+)
+def test_plan(spec: dict[str, Any], transport_name: str, queue: str) -> None:
+    planned = plan(make_actor(**spec), CONFIG)
+    assert planned == Plan(transport_name, CONFIG.transports[transport_name], queue)
+
+
+ONE_OF_TWO = operator_config.parse(
+    {"transports": {k: TRANSPORTS[k] for k in ("sqs-secret", "pubsub-secret")}}
+)
+
+
+@pytest.mark.parametrize(
+    ("transport", "config"),
+    [
+        ("kafka", CONFIG),
+        (None, ONE_OF_TWO),  # several transports and no default
+        ("mq", operator_config.parse({})),
+        (None, operator_config.parse({})),
+    ],
+)
+def test_plan_refuses_an_unknown_transport(
+    transport: str | None, config: operator_config.OperatorConfig
+) -> None:
+    with pytest.raises(UnknownTransport):
+        plan(make_actor(transport=transport), config)
+
+
+def test_the_plan_given_is_the_one_rendered() -> None:
+    actor = make_actor(transport="sqs-secret")
+    other = Plan("elsewhere", CONFIG.transports["sqs-endpoint"], "asya-ml-planned")
+    objs = by_kind(render(actor, CONFIG, plan=other, runtime_source=RUNTIME))
+    sidecar = env_of(all_containers(list(objs.values()))[SIDECAR_CONTAINER])
+    assert sidecar[env.QUEUE]["value"] == "asya-ml-planned"
+    assert sidecar[env.SQS_ENDPOINT]["value"] == "http://moto.test:5000/"
+    metadata = objs["ScaledObject"]["spec"]["triggers"][0]["metadata"]
+    assert metadata["queueURL"].endswith("/asya-ml-planned")
+
+
+def test_a_spec_problem_is_named_before_a_queue_name_problem() -> None:
+    # Both wrong: `asya render` has always named the spec first; plan() (the operator, which
+    # creates the queue before it renders) the queue.
+    both = make_actor("ok", "n" * 20, actor="a" * 60, transport="sqs-secret", replicas=2)
+    with pytest.raises(RenderError, match=r"spec\.replicas only applies"):
+        render(both, CONFIG, runtime_source=RUNTIME)
+    with pytest.raises(RenderError, match="sqs allows 80"):
+        plan(both, CONFIG)
+    with pytest.raises(RenderError, match="sqs allows 80"):
+        render(make_actor("ok", "n" * 20, actor="a" * 60, transport="sqs-secret"), CONFIG)
 
 
 def test_sqs_queue_names_over_the_limit_are_refused_not_truncated() -> None:
     # asya-<ns>-<actor> plus "-dlq" must fit in SQS's 80 characters.
     namespace, fits = "n" * 20, "a" * 50  # 5 + 20 + 1 + 50 + 4 = 80
     actor = make_actor("ok", namespace, actor=fits, transport="sqs-secret")
-    assert actor_queue(actor, CONFIG) == f"asya-{namespace}-{fits}"
+    assert plan(actor, CONFIG).queue == f"asya-{namespace}-{fits}"
     validate(render(actor, CONFIG, runtime_source=RUNTIME))
     too_long = make_actor("ok", namespace, actor=fits + "b", transport="sqs-secret")
     with pytest.raises(RenderError, match="sqs allows 80"):
-        actor_queue(too_long, CONFIG)
+        plan(too_long, CONFIG)
     with pytest.raises(RenderError, match="sqs allows 80"):
         render(too_long, CONFIG, runtime_source=RUNTIME)
     # The same name is fine where the broker allows it.
     long_rabbit = make_actor("ok", namespace, actor=fits + "b", transport="rabbitmq-url")
-    assert len(actor_queue(long_rabbit, CONFIG)) == 77
+    assert len(plan(long_rabbit, CONFIG).queue) == 77
 
 
 def test_crew_queue_names_are_checked_too() -> None:

@@ -1,1 +1,3 @@
 """The `asya` command line."""
+
+__all__: list[str] = []

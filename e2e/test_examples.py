@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.waiting import wait_until
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 ASYA = str(Path(sys.executable).with_name("asya"))
@@ -62,14 +63,6 @@ def stored_results(state_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in sorted((state_dir / "results").glob("*.json"))]
 
 
-def wait_for_files(paths: Sequence[Path], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(path.exists() for path in paths):
-        missing = [path.name for path in paths if not path.exists()]
-        assert time.monotonic() < deadline, f"not stored within {timeout}s: {missing}"
-        time.sleep(0.05)
-
-
 @contextmanager
 def asya_dev(example: str, state_dir: Path) -> Iterator[None]:
     """`asya dev .` in the example's directory, from its ready line until a clean Ctrl-C."""
@@ -90,13 +83,20 @@ def asya_dev(example: str, state_dir: Path) -> Iterator[None]:
             if line.startswith("asya dev: ready"):
                 ready.set()
 
+    def up() -> bool:
+        assert proc.poll() is None, "asya dev exited:\n" + "".join(log)
+        return ready.is_set()
+
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 120
-        while not ready.wait(0.1):
-            assert proc.poll() is None, "asya dev exited:\n" + "".join(log)
-            assert time.monotonic() < deadline, "asya dev not ready:\n" + "".join(log)
+        wait_until(
+            up,
+            what="asya dev's ready line",
+            timeout=120,
+            interval=0.1,
+            details=lambda: "".join(log),
+        )
         yield
     finally:
         proc.send_signal(signal.SIGINT)
@@ -261,7 +261,12 @@ def test_fan_out_sends_every_chunk_of_a_long_document_on_its_own(tmp_path: Path)
             "fan-out", "split,summarize", {"title": "t", "text": text, "max_words": 10}, tmp_path
         )
         assert first["payload"]["chunks"] == len(expected) == 30
-        results = tmp_path / "results"
-        wait_for_files([results / f"{first['id']}-{i}.json" for i in range(1, 30)], 60)
+        results = [tmp_path / "results" / f"{first['id']}-{i}.json" for i in range(1, 30)]
+        wait_until(
+            lambda: all(path.exists() for path in results),
+            what="the other 29 chunks to be stored",
+            timeout=60,
+            details=lambda: "missing: " + ", ".join(p.name for p in results if not p.exists()),
+        )
 
     check_fan_out(stored_results(tmp_path), expected)

@@ -13,7 +13,7 @@ import pytest
 
 from asya_cli.dev_plan import ProcessSpec
 from asya_cli.supervisor import Supervisor
-from tests.support.pipeline import eventually
+from tests.support.waiting import eventually
 
 # A child that runs until it is signalled.
 SLEEPER = (sys.executable, "-c", "import time\nwhile True: time.sleep(1)")

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,27 +23,13 @@ import pytest
 
 import asya_runtime
 from asya_runtime import runtime
-from tests.runtime.conftest import client_for, wait_for
+from tests.support.runtime import client_for
 from tests.support.services import ServiceProcess
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_FILE = Path(asya_runtime.__file__).with_name("runtime.py")
 START_DEADLINE_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def crew_envelope(
@@ -156,7 +141,7 @@ class CrewProcess:
                 return False
             return bool(pid == self.proc.pid)
 
-        wait_for(ready, timeout=START_DEADLINE_S, what="the crew runtime to be ready")
+        wait_until(ready, what="the crew runtime to be ready", timeout=START_DEADLINE_S)
         return self
 
     def invoke(self, envelope: dict[str, Any]) -> httpx.Response:

@@ -157,7 +157,6 @@ def test_runtime_answers_500_when_the_store_fails(start_crew: CrewFactory, root:
     assert "cannot write" in body["details"]["message"]
 
 
-@pytest.mark.s3
 def test_runtime_stores_in_s3(start_crew: CrewFactory, s3_endpoint: str, bucket: str) -> None:
     crew = start_crew(
         handler=HANDLER,
@@ -173,7 +172,6 @@ def test_runtime_stores_in_s3(start_crew: CrewFactory, s3_endpoint: str, bucket:
     assert json.loads(body) == expected_record(envelope)
 
 
-@pytest.mark.s3
 def test_runtime_answers_500_when_the_bucket_is_missing(
     start_crew: CrewFactory, s3_endpoint: str
 ) -> None:

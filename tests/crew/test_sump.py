@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from asya_crew import config, sump
 from asya_crew.stores import StoreError
-from tests.crew.conftest import CrewFactory, crew_envelope, drive, free_port
+from tests.crew.conftest import CrewFactory, crew_envelope, drive
 from tests.crew.test_sink import FailingStore, expected_record, stored
+from tests.support.services import free_port
 
 METRIC = "asya_sump_envelopes_total"
 

@@ -14,6 +14,12 @@ import pytest
 
 from .conftest import RuntimeFactory, envelope, wait_for
 
+# The HTTP surface is served by two engines that share one request loop: a thread per
+# connection for sync handlers, asyncio for async ones. Each HTTP test runs on both.
+ENGINES = pytest.mark.parametrize(
+    "handler", ["kinds.echo", "kinds.async_echo"], ids=["threads", "asyncio"]
+)
+
 
 def connectable(path: Path) -> bool:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -85,16 +91,52 @@ def raw_exchange(path: Path, data: bytes, *, responses: int) -> list[bytes]:
     return answers
 
 
+def exchange_until_closed(path: Path, data: bytes) -> bytes:
+    """Send raw bytes on one connection; everything the runtime sends before it closes it."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(20)  # a runtime that keeps the connection open fails here, not forever
+    conn.connect(str(path))
+    conn.sendall(data)
+    received = b""
+    while True:
+        try:
+            chunk = conn.recv(65536)
+        except ConnectionResetError:
+            # Linux reports the close this way when requests we sent were left unread.
+            break
+        if not chunk:
+            break
+        received += chunk
+    conn.close()
+    return received
+
+
+def heads(answers: bytes) -> list[str]:
+    """The status and header lines of each answer in a stream of Content-Length framed ones."""
+    found: list[str] = []
+    while answers:
+        head, _, rest = answers.partition(b"\r\n\r\n")
+        found.append(head.decode("latin-1"))
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        answers = rest[length:]
+    return found
+
+
 def http_post(body: bytes, *, extra: str = "") -> bytes:
     return (
         f"POST /invoke HTTP/1.1\r\nHost: runtime\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
     ).encode() + body
 
 
+@ENGINES
 def test_keep_alive_serves_pipelined_requests_on_one_connection(
-    start_runtime: RuntimeFactory,
+    start_runtime: RuntimeFactory, handler: str
 ) -> None:
-    runtime = start_runtime("kinds.echo")
+    runtime = start_runtime(handler)
     bodies = [json.dumps(envelope({"n": n})).encode() for n in range(3)]
 
     answers = raw_exchange(runtime.socket_path, b"".join(map(http_post, bodies)), responses=3)
@@ -102,10 +144,50 @@ def test_keep_alive_serves_pipelined_requests_on_one_connection(
     payloads = [json.loads(a.split(b"\r\n\r\n", 1)[1])["frames"][0]["payload"] for a in answers]
     assert payloads == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert all(a.startswith(b"HTTP/1.1 200 OK\r\n") for a in answers)
+    assert not any(b"Connection: close" in a for a in answers)
 
 
-def test_chunked_request_body_is_accepted(start_runtime: RuntimeFactory) -> None:
-    runtime = start_runtime("kinds.echo")
+@ENGINES
+def test_connection_close_is_answered_then_the_connection_ends(
+    start_runtime: RuntimeFactory, handler: str
+) -> None:
+    runtime = start_runtime(handler)
+    body = json.dumps(envelope({"last": True})).encode()
+    # The second request must go unanswered: the first one asked to close the connection.
+    data = http_post(body, extra="Connection: close\r\n") + http_post(body)
+
+    answers = heads(exchange_until_closed(runtime.socket_path, data))
+
+    assert len(answers) == 1
+    assert answers[0].startswith("HTTP/1.1 200 OK\r\n")
+    assert "\r\nConnection: close" in answers[0]
+    assert runtime.invoke({"still": "up"}).status_code == 200
+
+
+@ENGINES
+@pytest.mark.parametrize(
+    ("connection", "stays_open"), [("", False), ("Connection: keep-alive\r\n", True)]
+)
+def test_http_1_0_keeps_the_connection_only_when_asked(
+    start_runtime: RuntimeFactory, handler: str, connection: str, stays_open: bool
+) -> None:
+    runtime = start_runtime(handler)
+    body = json.dumps(envelope({"old": True})).encode()
+    request = (
+        f"POST /invoke HTTP/1.0\r\nContent-Length: {len(body)}\r\n{connection}\r\n"
+    ).encode() + body
+    # A closing request last, so that the runtime ends the connection either way.
+    data = request + http_post(body, extra="Connection: close\r\n")
+
+    answers = heads(exchange_until_closed(runtime.socket_path, data))
+
+    assert len(answers) == (2 if stays_open else 1)
+    assert ("Connection: close" in answers[0]) is not stays_open
+
+
+@ENGINES
+def test_chunked_request_body_is_accepted(start_runtime: RuntimeFactory, handler: str) -> None:
+    runtime = start_runtime(handler)
     body = json.dumps(envelope({"chunked": True})).encode()
     half = len(body) // 2
     chunked = (
@@ -123,19 +205,27 @@ def test_chunked_request_body_is_accepted(start_runtime: RuntimeFactory) -> None
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["frames"][0]["payload"] == {"chunked": True}
 
 
+@ENGINES
 def test_malformed_http_gets_400_and_the_runtime_keeps_serving(
-    start_runtime: RuntimeFactory,
+    start_runtime: RuntimeFactory, handler: str
 ) -> None:
-    runtime = start_runtime("kinds.echo")
+    runtime = start_runtime(handler)
+    body = json.dumps(envelope({})).encode()
 
-    (answer,) = raw_exchange(runtime.socket_path, b"NONSENSE\r\n\r\n", responses=1)
+    # The request after the malformed one is not read: the runtime answers and closes.
+    answers = heads(
+        exchange_until_closed(runtime.socket_path, b"NONSENSE\r\n\r\n" + http_post(body))
+    )
 
-    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert len(answers) == 1
+    assert answers[0].startswith("HTTP/1.1 400 ")
+    assert "\r\nConnection: close" in answers[0]
     assert runtime.invoke({"still": "up"}).status_code == 200
 
 
-def test_post_without_length_gets_411(start_runtime: RuntimeFactory) -> None:
-    runtime = start_runtime("kinds.echo")
+@ENGINES
+def test_post_without_length_gets_411(start_runtime: RuntimeFactory, handler: str) -> None:
+    runtime = start_runtime(handler)
 
     (answer,) = raw_exchange(
         runtime.socket_path, b"POST /invoke HTTP/1.1\r\nHost: r\r\n\r\n", responses=1
@@ -182,10 +272,11 @@ def test_signal_finishes_the_call_in_flight_then_cleans_up_and_exits_0(
     assert not runtime.ready_path.exists()
 
 
+@ENGINES
 def test_idle_runtime_stops_promptly_with_open_keep_alive_connections(
-    start_runtime: RuntimeFactory,
+    start_runtime: RuntimeFactory, handler: str
 ) -> None:
-    runtime = start_runtime("kinds.echo")
+    runtime = start_runtime(handler)
     assert runtime.invoke({"warm": True}).status_code == 200  # leaves a keep-alive connection
 
     code, stderr = runtime.stop(signal.SIGTERM, timeout=10)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support import waiting
 
 from .conftest import RuntimeFactory, async_client_for, envelope
 
@@ -93,11 +96,28 @@ def test_a_handler_raising_timeouterror_in_time_is_its_own_error_not_an_actor_ti
 
 
 def test_a_call_queued_behind_a_stuck_one_times_out_instead_of_waiting_forever(
-    start_runtime: RuntimeFactory,
+    start_runtime: RuntimeFactory, socket_dir: Path
 ) -> None:
-    runtime = start_runtime("timing.sync_sleep", concurrency=1)
+    runtime = start_runtime("timing.gated", concurrency=1)
+    started = socket_dir / "started"
+    never = {"started": str(started), "release": str(socket_dir / "never"), "max_wait_s": 60}
+    queued_payload = {"started": str(socket_dir / "queued-started"), "release": str(started)}
 
-    stuck, queued = calls_at_once(runtime, ({"sleep_s": 60}, "0.3"), ({"sleep_s": 0}, "1"))
+    async def run() -> tuple[Any, Any]:
+        async with async_client_for(runtime.socket_path, connections=2) as client:
+            # The stuck call must hold the only slot before the other one arrives. Its
+            # timeout is the longer one so that the runtime, which drains once the stuck
+            # call expires, still accepts the queued call on a slow machine.
+            stuck = asyncio.ensure_future(
+                client.post("/invoke", json=envelope(never), headers={"x-asya-timeout": "3"})
+            )
+            await waiting.eventually(started.exists, what="the stuck call to start", timeout=20)
+            queued = await client.post(
+                "/invoke", json=envelope(queued_payload), headers={"x-asya-timeout": "0.5"}
+            )
+            return await stuck, queued
+
+    stuck, queued = asyncio.run(run())
     code, _ = runtime.wait_exit(timeout=30)
 
     assert stuck.json()["details"]["type"] == "ActorTimeout"

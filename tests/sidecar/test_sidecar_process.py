@@ -18,10 +18,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from asya_cli.local_pipeline import free_ports
 from asya_transports.local import LocalTransport
-from tests.support.pipeline import HANDLERS, eventually
+from tests.support.pipeline import HANDLERS
 from tests.support.runtime import RuntimeFactory
+from tests.support.services import free_port
+from tests.support.waiting import eventually, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +62,7 @@ def start_sidecar(tmp_path: Path, socket_dir: Path) -> Iterator[Any]:
     started: list[Sidecar] = []
 
     def start(**env: str) -> Sidecar:
-        port = free_ports(1)[0]
+        port = free_port()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASYA_")}
         full_env.update(
             {
@@ -228,15 +229,11 @@ def test_a_runtime_that_never_comes_exits_1(start_sidecar: Any) -> None:
 
 def test_sigterm_while_waiting_for_the_runtime_exits_0(start_sidecar: Any) -> None:
     sidecar = start_sidecar()
-    eventually_sync(lambda: sidecar.get("/healthz")[0] == 503)
+    wait_until(lambda: sidecar.get("/healthz")[0] == 503, what="health to answer 503")
 
     sidecar.proc.send_signal(signal.SIGTERM)
 
     assert sidecar.proc.wait(timeout=30) == 0
-
-
-def eventually_sync(condition: Any, timeout: float = 30) -> None:
-    asyncio.run(eventually(condition, "condition", timeout))
 
 
 async def test_unknown_fields_and_headers_travel_to_the_next_queue(

@@ -8,9 +8,7 @@ x-sink and x-sump stored.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -21,20 +19,12 @@ import pytest
 from asya_cli.local_pipeline import LocalPipeline
 from asya_cli.manifests import ActorManifest
 from asya_crew import record
-from asya_transports import Transport
+from asya_transports import Broker
+from tests.support.waiting import eventually as eventually  # tests import it from here too
 
 HANDLERS = Path(__file__).parent.parent / "sidecar" / "handlers"
 READY_TIMEOUT_S = 60.0
 RESULT_TIMEOUT_S = 60.0
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Wait until `condition()` holds, polling; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def actor(
@@ -60,7 +50,7 @@ def actor(
 
 
 class RunningPipeline:
-    def __init__(self, pipeline: LocalPipeline, transport: Transport, log_path: Path) -> None:
+    def __init__(self, pipeline: LocalPipeline, transport: Broker, log_path: Path) -> None:
         self.pipeline = pipeline
         self.transport = transport
         self.log_path = log_path
@@ -105,21 +95,26 @@ class RunningPipeline:
     ) -> dict[str, dict[str, Any]]:
         wanted = set(ids)
         found: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def all_stored() -> bool:
             for envelope_id in wanted - found.keys():
                 stored = self.stored(envelope_id)
                 if stored is not None:
                     found[envelope_id] = stored
-            if len(found) == len(wanted):
-                return found
-            if time.monotonic() > deadline:
-                missing = sorted(wanted - found.keys())
-                raise AssertionError(
-                    f"{len(missing)} of {len(wanted)} results missing after {timeout}s "
-                    f"(first: {missing[:5]}); log tail:\n{self.log_tail()}"
-                )
-            await asyncio.sleep(0.05)
+            return len(found) == len(wanted)
+
+        def missing() -> str:
+            left = sorted(wanted - found.keys())
+            return f"{len(left)} missing (first: {left[:5]}); log tail:\n{self.log_tail()}"
+
+        await eventually(
+            all_stored,
+            what=f"{len(wanted)} results",
+            timeout=timeout,
+            interval=0.05,
+            details=missing,
+        )
+        return found
 
     def sump_records(self) -> list[dict[str, Any]]:
         if not self.sump_dir.exists():
@@ -129,14 +124,18 @@ class RunningPipeline:
     async def wait_sump(
         self, count: int, timeout: float = RESULT_TIMEOUT_S
     ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while len(records := self.sump_records()) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"x-sump holds {len(records)} records, expected {count}; log tail:\n"
-                    f"{self.log_tail()}"
-                )
-            await asyncio.sleep(0.05)
+        records: list[dict[str, Any]] = []
+
+        def enough() -> bool:
+            records[:] = self.sump_records()
+            return len(records) >= count
+
+        def held() -> str:
+            return f"x-sump holds {len(records)}; log tail:\n{self.log_tail()}"
+
+        await eventually(
+            enough, what=f"{count} x-sump records", timeout=timeout, interval=0.05, details=held
+        )
         return records
 
     def log_tail(self, lines: int = 40) -> str:

@@ -1,7 +1,8 @@
 """Run the real runtime file as a subprocess on a private socket directory.
 
 Fixtures here (`socket_dir`, `start_runtime`) are registered for the whole suite by
-tests/conftest.py; helpers (`wait_for`, `client_for`, `envelope`) are imported directly.
+tests/conftest.py; helpers (`client_for`, `envelope`) are imported directly. Waiting is
+tests/support/waiting.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,19 +22,16 @@ import httpx
 import pytest
 
 import asya_runtime
+from tests.support import waiting
 
 RUNTIME_FILE = Path(asya_runtime.__file__).with_name("runtime.py")
 HANDLERS_DIR = Path(__file__).parent.parent / "runtime" / "handlers"
 START_DEADLINE_S = 20.0
 
 
-def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Poll `condition` until it holds; fail the test with `what` when the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
+# The old name of waiting.wait_until, still imported by tests/runtime and
+# tests/sidecar/test_runtime_client.py; new code imports tests.support.waiting.
+wait_for = waiting.wait_until
 
 
 class RuntimeProcess:
@@ -67,7 +64,9 @@ class RuntimeProcess:
                 )
             return self._ready_file_is_ours()
 
-        wait_for(ready, timeout=START_DEADLINE_S, what=f"runtime {self.handler} to be ready")
+        waiting.wait_until(
+            ready, what=f"runtime {self.handler} to be ready", timeout=START_DEADLINE_S
+        )
         return self
 
     def _ready_file_is_ours(self) -> bool:

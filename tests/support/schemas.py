@@ -1,6 +1,6 @@
 """Validation of rendered manifests against the real schemas, shared by the operator's and the
-charts' tests: Kubernetes' own kinds through kubernetes-validate, KEDA's against its CRDs in
-../shared/schemas/keda, and AsyncActors against the CRD (OpenAPI schema and CEL rules)."""
+charts' tests: Kubernetes' own kinds through kubernetes-validate, KEDA's against its published
+CRDs in tests/data/keda, and AsyncActors against the CRD (OpenAPI schema and CEL rules)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from celpy.adapter import json_to_cel
 
 from asya_operator.crd import apply_defaults
 
-KEDA_SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "keda"
+KEDA_SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "keda"
 K8S_VERSION = kubernetes_validate.latest_version()
 KEDA_API = "keda.sh/v1alpha1"
 _KEDA_FILES = {

@@ -15,11 +15,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support import waiting
 
 START_DEADLINE_S = 90.0
 AWS_TEST_ENV = {
@@ -31,15 +32,17 @@ AWS_TEST_ENV = {
 
 
 def free_port() -> int:
+    """A loopback port nobody listens on now (the suite's one source of free ports)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
+        with socket.create_connection((host, port), timeout=1):
             return True
     except OSError:
         return False
@@ -76,13 +79,23 @@ class ServiceProcess:
             text=True,
             start_new_session=True,  # so stop() can take its children down too
         )
-        deadline = time.monotonic() + START_DEADLINE_S
-        while not port_open(self.port):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                output = self.output()
-                self.stop()
-                raise ServiceFailed(f"{self.name} did not start on port {self.port}:\n{output}")
-            time.sleep(0.1)
+        proc = self._proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise ServiceFailed(f"{self.name} exited with {proc.returncode}")
+            return port_open(self.port)
+
+        try:
+            waiting.wait_until(
+                listening, what=f"port {self.port}", timeout=START_DEADLINE_S, interval=0.1
+            )
+        except (AssertionError, ServiceFailed) as exc:
+            output = self.output()
+            self.stop()
+            raise ServiceFailed(
+                f"{self.name} did not start on port {self.port} ({exc}):\n{output}"
+            ) from exc
 
     def stop(self) -> None:
         """Kill it as a crash would (SIGKILL to the whole process group)."""
@@ -92,9 +105,12 @@ class ServiceProcess:
             os.killpg(self._proc.pid, signal.SIGKILL)
         self._proc.wait()
         self._proc = None
-        deadline = time.monotonic() + 30
-        while port_open(self.port) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # Its port must be free again before a restart may bind it.
+        waiting.wait_until(
+            lambda: not port_open(self.port),
+            what=f"port {self.port} to close after {self.name} was killed",
+            timeout=30,
+        )
 
     def restart(self) -> None:
         self.stop()

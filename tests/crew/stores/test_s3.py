@@ -12,7 +12,8 @@ import pytest
 
 from asya_crew import stores
 from asya_crew.stores import InvalidKey, StoreError, s3
-from tests.crew.conftest import free_port, s3_client
+from tests.crew.conftest import s3_client
+from tests.support.services import free_port
 
 # ------------------------------------------------------------------------ pure: URL, settings
 
@@ -99,7 +100,6 @@ def objects(endpoint: str, bucket: str) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.s3
 async def test_round_trip(store: s3.S3Store, s3_endpoint: str, bucket: str) -> None:
     data = '{"text": "héllo ✓"}'.encode()
     await store.put("e-1.json", data)
@@ -109,19 +109,16 @@ async def test_round_trip(store: s3.S3Store, s3_endpoint: str, bucket: str) -> N
     assert head["ContentType"] == "application/json"
 
 
-@pytest.mark.s3
 async def test_a_missing_key_reads_as_none(store: s3.S3Store) -> None:
     assert await store.get("nothing.json") is None
 
 
-@pytest.mark.s3
 async def test_overwrite_replaces_the_value(store: s3.S3Store) -> None:
     await store.put("e-1.json", b"x" * 10_000)
     await store.put("e-1.json", b"short")
     assert await store.get("e-1.json") == b"short"
 
 
-@pytest.mark.s3
 async def test_keys_live_under_the_prefix(s3_endpoint: str, bucket: str) -> None:
     prefixed = stores.open_store(f"s3://{bucket}/team/results/")
     bare = stores.open_store(f"s3://{bucket}")
@@ -140,7 +137,6 @@ async def test_keys_live_under_the_prefix(s3_endpoint: str, bucket: str) -> None
         await bare.close()
 
 
-@pytest.mark.s3
 async def test_one_client_serves_concurrent_calls(
     store: s3.S3Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,7 +153,6 @@ async def test_one_client_serves_concurrent_calls(
     assert len(opened) == 1
 
 
-@pytest.mark.s3
 async def test_a_missing_bucket_is_a_store_error(s3_endpoint: str) -> None:
     store = stores.open_store("s3://asya-no-such-bucket/prefix")
     try:
@@ -173,7 +168,6 @@ async def test_a_missing_bucket_is_a_store_error(s3_endpoint: str) -> None:
         await store.close()
 
 
-@pytest.mark.s3
 async def test_an_unreachable_endpoint_is_a_store_error(
     s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -187,7 +181,6 @@ async def test_an_unreachable_endpoint_is_a_store_error(
         await store.close()
 
 
-@pytest.mark.s3
 async def test_invalid_keys_are_refused_before_any_request(store: s3.S3Store) -> None:
     with pytest.raises(InvalidKey):
         await store.put("../e-1.json", b"{}")

@@ -12,6 +12,21 @@ Contract (see docs/runtime-protocol.md):
   cannot be loaded exits non-zero before the socket exists.
 - POST /invoke -> 200 {"frames": [...]} | 204 | 400 msg_parsing_error | 500 processing_error
 - GET /healthz -> 200 while serving, 503 while draining.
+
+Sections, in file order (each starts at a `# ----` banner):
+- configuration: Config, read from the ASYA_* environment.
+- logging: the JSON and text log formats.
+- handler loading: ASYA_HANDLER -> a Handler and its kind (sync, async, generator, ...).
+- errors: the errors answered for one request; error_details, the JSON the sidecar matches.
+- envelope: parse_envelope, the checks a request body must pass.
+- ABI: Session, what a generator handler's GET/SET/DEL/FLY yields do to the envelope.
+- invocation: Invoker, which runs the handler and turns its result into frames.
+- HTTP/1.1: read_request and render_response, the minimal protocol both engines speak.
+- server: Server, the request loop both engines share, dispatch, and the asyncio engine
+  that serves async handlers.
+- sync handlers: a thread each: ThreadedConnections, the engine for sync handlers, and its
+  timeout watchdog.
+- main: start-up, signals, drain and exit codes.
 """
 
 from __future__ import annotations
@@ -901,6 +916,31 @@ Response = Tuple[int, Optional[bytes]]
 Invoke = Callable[..., Awaitable[Outcome]]
 
 
+class Peer(Protocol):
+    """One client connection as Server.serve_requests sees it: _StreamPeer or _Connection."""
+
+    @property
+    def reader(self) -> Reader: ...
+
+    @property
+    def abandoned(self) -> bool:
+        """The watchdog has answered the call in flight: the loop must not answer it too."""
+
+    @property
+    def invoke(self) -> Invoke: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None:
+        """Wait until what was written can be buffered no further (StreamWriter.drain)."""
+
+    def begin(self) -> bool:
+        """A request has arrived: mark the connection busy; False to close it instead."""
+
+    def end(self) -> None:
+        """The answer is written: the connection is idle again."""
+
+
 class Server:
     """Accepts connections on the Unix socket; each connection carries sequential requests."""
 
@@ -956,6 +996,33 @@ class Server:
         _remove_quietly(self.config.socket_path)
         self.invoker.close()
 
+    async def serve_requests(self, peer: Peer) -> None:
+        """Answer the requests of one connection in turn, until it closes or the server drains.
+
+        Both engines run this loop. An asyncio connection awaits it; a thread-served one
+        drives it with _run_to_end, its reads and writes being blocking calls that never
+        suspend the coroutine.
+        """
+        while not self.draining:
+            try:
+                request = await read_request(peer.reader)
+            except HttpError as exc:
+                _, answer = _error(exc.status, "http_error", str(exc))
+                peer.write(render_response(exc.status, answer, keep_alive=False))
+                await peer.drain()
+                return
+            if request is None or not peer.begin():
+                return
+            status, body = await self.dispatch(request, peer.invoke)
+            if peer.abandoned:
+                return  # the watchdog answered this call already
+            keep_alive = request.keep_alive and not self.draining
+            peer.write(render_response(status, body, keep_alive=keep_alive))
+            await peer.drain()
+            peer.end()
+            if not keep_alive:
+                return
+
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -966,42 +1033,27 @@ class Server:
             return
         self._connections[task] = False
         try:
-            await self._serve_connection(reader, writer, task)
+            peer = _StreamPeer(
+                reader,
+                writer,
+                invoke=self.invoker.invoke,
+                busy=self._connections,
+                task=task,
+            )
+            await self.serve_requests(peer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass  # the peer went away or we are shutting down; nothing to answer
         finally:
             self._connections.pop(task, None)
             writer.close()
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: Any
-    ) -> None:
-        while not self.draining:
-            try:
-                request = await read_request(reader)
-            except HttpError as exc:
-                _, answer = _error(exc.status, "http_error", str(exc))
-                writer.write(render_response(exc.status, answer, keep_alive=False))
-                await writer.drain()
-                return
-            if request is None:
-                return
-            self._connections[task] = True
-            status, body = await self.dispatch(request)
-            keep_alive = request.keep_alive and not self.draining
-            writer.write(render_response(status, body, keep_alive=keep_alive))
-            await writer.drain()
-            self._connections[task] = False
-            if not keep_alive:
-                return
-
-    async def dispatch(self, request: Request, invoke: Invoke | None = None) -> Response:
-        """The answer to one request; `invoke` runs the handler (by default on this loop)."""
+    async def dispatch(self, request: Request, invoke: Invoke) -> Response:
+        """The answer to one request; `invoke` runs the handler."""
         path = request.target.split("?", 1)[0]
         if path == "/invoke":
             if request.method != "POST":
                 return _error(405, "method_not_allowed", f"{request.method} /invoke: use POST")
-            return await self._invoke(request, invoke or self.invoker.invoke)
+            return await self._invoke(request, invoke)
         if path == "/healthz":
             if request.method not in ("GET", "HEAD"):
                 return _error(405, "method_not_allowed", f"{request.method} /healthz: use GET")
@@ -1052,6 +1104,36 @@ class Server:
                 },
             )
         return 200, data
+
+
+class _StreamPeer:
+    """An asyncio connection, for serve_requests; its handler calls run on the event loop."""
+
+    abandoned = False  # only a thread-served call can be given up on
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        invoke: Invoke,
+        busy: dict[asyncio.Task[None], bool],
+        task: asyncio.Task[None],
+    ) -> None:
+        self.reader = reader
+        self.invoke = invoke
+        # The writer's own methods, not wrappers: no extra call on the loop's hot path.
+        self.write = writer.write
+        self.drain = writer.drain
+        self._busy = busy  # Server's connection task -> busy flag, which drain reads
+        self._task = task
+
+    def begin(self) -> bool:
+        self._busy[self._task] = True
+        return True
+
+    def end(self) -> None:
+        self._busy[self._task] = False
 
 
 def handler_failed(exc: BaseException, envelope_id: Any) -> Response:
@@ -1120,8 +1202,8 @@ def _remove_quietly(path: str) -> None:
 class _BlockingReader:
     """StreamReader's readuntil/readexactly over a blocking socket, for read_request.
 
-    The methods are coroutines that never suspend, so the same read_request serves both
-    kinds of connection; `_run_to_end` drives them in a plain thread.
+    The methods are coroutines that never suspend, so the same request loop serves both
+    kinds of connection; `_run_to_end` drives it in a plain thread.
     """
 
     def __init__(self, sock: socket.socket, limit: int) -> None:
@@ -1170,13 +1252,38 @@ def _run_to_end(coroutine: Any) -> Any:
 
 
 class _Connection:
-    """A client connection served by its own thread."""
+    """A client connection served by its own thread: the Peer of serve_requests."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(
+        self, sock: socket.socket, *, lock: threading.Lock, call: Callable[..., Outcome]
+    ) -> None:
         self.sock = sock
+        self.reader = _BlockingReader(sock, MAX_HEADER_BYTES)
         self.busy = False  # a request is being handled
         self.closing = False  # drain shut it down while idle
         self.abandoned = False  # the watchdog answered a timed-out call; the thread is stuck
+        self._lock = lock  # ThreadedConnections' lock, which guards busy and closing
+        self._call = call  # ThreadedConnections._call: runs the handler in this thread
+
+    async def invoke(self, envelope: dict[str, Any], *, timeout: float | None = None) -> Outcome:
+        return self._call(self, envelope, timeout)
+
+    def write(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    async def drain(self) -> None:
+        pass  # write() has already handed everything to the kernel
+
+    def begin(self) -> bool:
+        with self._lock:
+            if self.closing:
+                return False  # drained while the request arrived; the sidecar retries elsewhere
+            self.busy = True
+            return True
+
+    def end(self) -> None:
+        with self._lock:
+            self.busy = False
 
 
 class _Call:
@@ -1266,7 +1373,7 @@ class ThreadedConnections:
                 log.warning("cannot accept a connection: %s", exc)
                 return
             sock.setblocking(True)
-            connection = _Connection(sock)
+            connection = _Connection(sock, lock=self._lock, call=self._call)
             with self._lock:
                 self._connections.add(connection)
                 self._gone.clear()
@@ -1276,7 +1383,7 @@ class ThreadedConnections:
 
     def _serve(self, connection: _Connection) -> None:
         try:
-            self._serve_requests(connection)
+            _run_to_end(self._server.serve_requests(connection))
         except (OSError, asyncio.IncompleteReadError):
             pass  # the peer went away, or drain shut the connection down
         finally:
@@ -1284,36 +1391,6 @@ class ThreadedConnections:
                 self._connections.discard(connection)
             self._on_loop(self._wake_drain_if_done)
             connection.sock.close()
-
-    def _serve_requests(self, connection: _Connection) -> None:
-        server = self._server
-        reader = _BlockingReader(connection.sock, MAX_HEADER_BYTES)
-        while not server.draining:
-            try:
-                request = _run_to_end(read_request(reader))
-            except HttpError as exc:
-                _, answer = _error(exc.status, "http_error", str(exc))
-                connection.sock.sendall(render_response(exc.status, answer, keep_alive=False))
-                return
-            if request is None:
-                return
-            with self._lock:
-                if connection.closing:
-                    return  # drained while the request arrived; the sidecar retries elsewhere
-                connection.busy = True
-
-            async def invoke(envelope: dict[str, Any], *, timeout: float | None) -> Outcome:
-                return self._call(connection, envelope, timeout)
-
-            status, body = _run_to_end(server.dispatch(request, invoke))
-            if connection.abandoned:
-                return  # the watchdog answered this call already
-            keep_alive = request.keep_alive and not server.draining
-            connection.sock.sendall(render_response(status, body, keep_alive=keep_alive))
-            with self._lock:
-                connection.busy = False
-            if not keep_alive:
-                return
 
     def _call(
         self, connection: _Connection, envelope: dict[str, Any], timeout: float | None

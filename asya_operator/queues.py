@@ -49,15 +49,6 @@ class BrokerUnavailable(Exception):
     """The broker (or the credentials to reach it) cannot be had now; try again later."""
 
 
-def settings_environ(transport: TransportConfig) -> dict[str, str]:
-    """The transport's literal variables, as a sidecar of this transport gets them."""
-    return {
-        v.name: v.value
-        for v in transport_env.variables(transport)
-        if isinstance(v.value, str) and not v.identity
-    }
-
-
 def secret_value(secret: Mapping[str, Any], key: str, where: str) -> str:
     data = secret.get("data") or {}
     string_data = secret.get("stringData") or {}

@@ -282,7 +282,12 @@ class LocalDelivery(receiving.PolledDelivery):
     def __init__(
         self, transport: LocalTransport, receiver: LocalReceiver, message: _Leased
     ) -> None:
-        super().__init__(receiver, body=message.body, delivery_count=message.delivery_count)
+        super().__init__(
+            receiver,
+            body=message.body,
+            delivery_count=message.delivery_count,
+            held=transport._held,
+        )
         self.handle = (message.id, message.lease)
         self._transport = transport
 
@@ -297,9 +302,6 @@ class LocalDelivery(receiving.PolledDelivery):
 
     async def _return(self) -> None:
         await self._transport._release([self])
-
-    def _forget(self) -> None:
-        self._transport._held.discard(self)
 
 
 class LocalReceiver(receiving.PollingReceiver[LocalDelivery, list[_Leased]]):
@@ -321,7 +323,7 @@ class LocalReceiver(receiving.PollingReceiver[LocalDelivery, list[_Leased]]):
         return await self._transport._take(self.queue, count)
 
     async def _accept(self, batch: list[_Leased]) -> list[LocalDelivery]:
-        return [self._transport._track(self, message) for message in batch]
+        return [LocalDelivery(self._transport, self, message) for message in batch]
 
     async def _give_back(self, deliveries: list[LocalDelivery]) -> None:
         await self._transport._release(deliveries)
@@ -423,11 +425,6 @@ class LocalTransport(ClosesOnExit):
         return await self._call(
             functools.partial(_take, queue=queue, limit=limit, lease_seconds=self._lease_s)
         )
-
-    def _track(self, receiver: LocalReceiver, message: _Leased) -> LocalDelivery:
-        delivery = LocalDelivery(self, receiver, message)
-        self._held.add(delivery)
-        return delivery
 
     async def _ack(self, delivery: LocalDelivery) -> None:
         await self._call(functools.partial(_ack, handles=[delivery.handle]))

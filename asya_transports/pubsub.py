@@ -350,6 +350,7 @@ class PubSubDelivery(receiving.PolledDelivery):
             receiver,
             body=message.data or b"",
             delivery_count=delivery_count(message.delivery_attempt, delayed=delayed),
+            held=transport._held,
         )
         self.ack_id = message.ack_id
         self._transport = transport
@@ -367,9 +368,6 @@ class PubSubDelivery(receiving.PolledDelivery):
 
     async def _return(self) -> None:
         await self._transport._release([self])
-
-    def _forget(self) -> None:
-        self._transport._held.discard(self)
 
 
 class PubSubReceiver(receiving.PollingReceiver[PubSubDelivery, list[SubscriberMessage]]):
@@ -399,7 +397,7 @@ class PubSubReceiver(receiving.PollingReceiver[PubSubDelivery, list[SubscriberMe
         for message in batch:
             hold = hold_seconds(message.attributes, now=now)
             if hold is None:
-                ready.append(transport._track(self, message))
+                ready.append(PubSubDelivery(transport, self, message))
             else:
                 holds.setdefault(hold, []).append(message.ack_id)
         for seconds, ack_ids in holds.items():
@@ -615,11 +613,6 @@ class PubSubTransport(ClosesOnExit):
                 subscriber.pull(self._subscription(queue), max_messages, timeout=PULL_TIMEOUT_S),
                 PULL_TIMEOUT_S,
             )
-
-    def _track(self, receiver: PubSubReceiver, message: SubscriberMessage) -> PubSubDelivery:
-        delivery = PubSubDelivery(self, receiver, message)
-        self._held.add(delivery)
-        return delivery
 
     async def _acknowledge(self, queue: str, ack_ids: list[str]) -> None:
         """Never raises: an ack that does not arrive means the message comes back after its

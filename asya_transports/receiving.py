@@ -217,40 +217,6 @@ class BaseReceiver(Generic[D]):
             async with asyncio.timeout(seconds):
                 await self._closing.wait()
 
-    async def _unabortable(self, fetch: Coroutine[Any, Any, list[D]]) -> list[D]:
-        """Run `fetch` so that cancelling the caller does not abort it: what it brings after
-        the caller gave up (the receiver is closing) goes back to the queue."""
-        task = asyncio.ensure_future(fetch)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not cancelled_by_caller():
-                # The SDK cancelled its own call (a connection that went away): a failure
-                # of the broker, not a request to stop.
-                raise TransportUnavailable(
-                    f"a fetch from {self.queue!r} was cancelled by the broker's client"
-                ) from None
-            orphan = asyncio.create_task(self._give_back_later(task), name="return a fetch")
-            self._orphans.add(orphan)
-            orphan.add_done_callback(self._orphan_done)
-            raise
-
-    async def _give_back_later(self, fetch: asyncio.Future[list[D]]) -> None:
-        try:
-            deliveries = await fetch
-        except TransportError:
-            return  # it brought nothing
-        except asyncio.CancelledError:
-            return  # aborted when the transport closed: the broker keeps the messages
-        except Exception:
-            log.exception("a fetch from %r abandoned on close failed", self.queue)
-            return
-        self._adopted(deliveries)
-        await self._give_back(deliveries)
-
-    def _adopted(self, deliveries: list[D]) -> None:
-        """Account for deliveries an abandoned fetch brought, before they are given back."""
-
     def _orphan_done(self, orphan: asyncio.Task[None]) -> None:
         self._orphans.discard(orphan)
         if self._closed and not self._orphans:
@@ -325,9 +291,37 @@ class PollingReceiver(BaseReceiver[D], Generic[D, B]):
     async def _fetch_ready(self, count: int) -> list[D]:
         return await self._accept(await self._fetch(count))
 
-    def _adopted(self, deliveries: list[D]) -> None:
-        # Giving them back settles them, and each settle frees a slot.
+    async def _unabortable(self, fetch: Coroutine[Any, Any, list[D]]) -> list[D]:
+        """Run `fetch` so that cancelling the caller does not abort it: what it brings after
+        the caller gave up (the receiver is closing) goes back to the queue."""
+        task = asyncio.ensure_future(fetch)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not cancelled_by_caller():
+                # The SDK cancelled its own call (a connection that went away): a failure
+                # of the broker, not a request to stop.
+                raise TransportUnavailable(
+                    f"a fetch from {self.queue!r} was cancelled by the broker's client"
+                ) from None
+            orphan = asyncio.create_task(self._give_back_later(task), name="return a fetch")
+            self._orphans.add(orphan)
+            orphan.add_done_callback(self._orphan_done)
+            raise
+
+    async def _give_back_later(self, fetch: asyncio.Future[list[D]]) -> None:
+        try:
+            deliveries = await fetch
+        except TransportError:
+            return  # it brought nothing
+        except asyncio.CancelledError:
+            return  # aborted when the transport closed: the broker keeps the messages
+        except Exception:
+            log.exception("a fetch from %r abandoned on close failed", self.queue)
+            return
+        # Giving them back settles them, and each settle frees a slot: take the slots first.
         self._unsettled += len(deliveries)
+        await self._give_back(deliveries)
 
 
 class PolledDelivery:
@@ -339,13 +333,22 @@ class PolledDelivery:
     """
 
     def __init__(
-        self, receiver: PollingReceiver[Any, Any], *, body: bytes, delivery_count: int | None
+        self,
+        receiver: PollingReceiver[Any, Any],
+        *,
+        body: bytes,
+        delivery_count: int | None,
+        held: MutableSet[Any],
     ) -> None:
         self.queue = receiver.queue
         self.settled = False
         self._receiver = receiver
         self._body = body
         self._count = delivery_count
+        # The transport's unsettled deliveries, which its close gives back: in it from
+        # creation until settled.
+        self._held = held
+        held.add(self)
 
     @property
     def body(self) -> bytes:
@@ -371,7 +374,7 @@ class PolledDelivery:
         if self.settled:
             return False
         self.settled = True
-        self._forget()
+        self._held.discard(self)
         self._receiver.slot_freed()
         return True
 
@@ -380,6 +383,3 @@ class PolledDelivery:
 
     async def _return(self) -> None:
         raise NotImplementedError
-
-    def _forget(self) -> None:
-        """Drop it from the transport's unsettled deliveries."""

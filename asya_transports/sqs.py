@@ -509,6 +509,7 @@ class SQSDelivery(receiving.PolledDelivery):
             delivery_count=delivery_count(
                 message.receive_count, delayed=message.not_before is not None
             ),
+            held=transport._held,
         )
         self.url = url
         self.message_id = message.message_id
@@ -531,9 +532,6 @@ class SQSDelivery(receiving.PolledDelivery):
     async def _return(self) -> None:
         if not self.superseded:
             await self._transport._change_visibility(self, 0)
-
-    def _forget(self) -> None:
-        self._transport._held.discard(self)
 
 
 class SQSReceiver(receiving.PollingReceiver[SQSDelivery, tuple[str, list[Received]]]):
@@ -809,7 +807,6 @@ class SQSTransport(ClosesOnExit):
         if previous is not None:
             previous.superseded = True
         self._newest[message.message_id] = delivery
-        self._held.add(delivery)
         return delivery
 
     async def _hide(self, queue: str, url: str, message: Received, seconds: int) -> None:

@@ -7,7 +7,6 @@ from tests.support.runtime import (
     async_client_for,
     client_for,
     envelope,
-    wait_for,
 )
 
 __all__ = [
@@ -17,5 +16,4 @@ __all__ = [
     "async_client_for",
     "client_for",
     "envelope",
-    "wait_for",
 ]

@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import RuntimeFactory, envelope, wait_for
+from tests.support.waiting import wait_until
+
+from .conftest import RuntimeFactory, envelope
 
 # The HTTP surface is served by two engines that share one request loop: a thread per
 # connection for sync handlers, asyncio for async ones. Each HTTP test runs on both.
@@ -253,11 +255,13 @@ def test_signal_finishes_the_call_in_flight_then_cleans_up_and_exits_0(
 
     caller = threading.Thread(target=call)
     caller.start()
-    wait_for(started.exists, timeout=20, what="the handler to start")
+    wait_until(started.exists, timeout=20, what="the handler to start")
 
     runtime.proc.send_signal(signum)
     # Stops accepting new connections while the call is still running...
-    wait_for(lambda: not connectable(runtime.socket_path), timeout=20, what="the listener to close")
+    wait_until(
+        lambda: not connectable(runtime.socket_path), timeout=20, what="the listener to close"
+    )
     assert caller.is_alive()
     assert not runtime.ready_path.exists()
     # ...and still answers the call in flight once the handler returns.

@@ -13,7 +13,8 @@ import urllib.request
 
 import pytest
 
-from tests.support.pipeline import StartPipeline, actor, backlog, eventually
+from tests.support.pipeline import StartPipeline, actor, backlog
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

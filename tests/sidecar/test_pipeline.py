@@ -15,7 +15,8 @@ import pytest
 
 from asya_cli.local_pipeline import LocalPipeline
 from asya_transports import Unsupported
-from tests.support.pipeline import HANDLERS, StartPipeline, actor, eventually
+from tests.support.pipeline import HANDLERS, StartPipeline, actor
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,8 @@ from asya_sidecar.runtime_client import (
     RuntimeTimeout,
     RuntimeUnavailable,
 )
-from tests.support.runtime import RuntimeFactory, envelope, wait_for
+from tests.support.runtime import RuntimeFactory, envelope
+from tests.support.waiting import wait_until
 
 
 def body(payload: object) -> bytes:
@@ -103,7 +104,7 @@ async def test_runtime_killed_during_a_call(
     payload = {"started": str(started), "release": str(socket_dir / "never")}
 
     call = asyncio.create_task(client.invoke(body(payload), timeout=30))
-    await asyncio.to_thread(wait_for, started.exists, timeout=20, what="the handler to start")
+    await asyncio.to_thread(wait_until, started.exists, timeout=20, what="the handler to start")
     runtime.proc.send_signal(signal.SIGKILL)
 
     with pytest.raises(RuntimeUnavailable) as caught:

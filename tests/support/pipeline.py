@@ -20,7 +20,7 @@ from asya_cli.local_pipeline import LocalPipeline
 from asya_cli.manifests import ActorManifest
 from asya_crew import record
 from asya_transports import Broker
-from tests.support.waiting import eventually as eventually  # tests import it from here too
+from tests.support.waiting import eventually
 
 HANDLERS = Path(__file__).parent.parent / "sidecar" / "handlers"
 READY_TIMEOUT_S = 60.0

@@ -29,11 +29,6 @@ HANDLERS_DIR = Path(__file__).parent.parent / "runtime" / "handlers"
 START_DEADLINE_S = 20.0
 
 
-# The old name of waiting.wait_until, still imported by tests/runtime and
-# tests/sidecar/test_runtime_client.py; new code imports tests.support.waiting.
-wait_for = waiting.wait_until
-
-
 class RuntimeProcess:
     def __init__(
         self, *, handler: str, socket_dir: Path, env: dict[str, str], python: str, cwd: Path

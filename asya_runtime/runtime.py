@@ -41,6 +41,7 @@ import importlib
 import inspect
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -361,8 +362,13 @@ def _type_name(cls: type) -> str:
 
 
 def error_details(exc: BaseException) -> dict[str, Any]:
-    """The JSON description of an exception that the sidecar matches retry rules against."""
-    return {
+    """The JSON description of an exception that the sidecar matches retry rules against.
+
+    An exception with a `retry_after` attribute of seconds (a rate-limit error that read a
+    server's Retry-After, as the built-in callers' and several SDKs' do) passes it on: the
+    sidecar waits at least that long before the retry.
+    """
+    details = {
         "type": _type_name(type(exc)),
         "mro": [_type_name(cls) for cls in type(exc).__mro__ if cls is not object],
         "message": str(exc),
@@ -370,6 +376,15 @@ def error_details(exc: BaseException) -> dict[str, Any]:
             traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__))
         ),
     }
+    retry_after = getattr(exc, "retry_after", None)
+    if (
+        isinstance(retry_after, (int, float))
+        and not isinstance(retry_after, bool)
+        and math.isfinite(retry_after)
+        and retry_after >= 0
+    ):
+        details["retry_after"] = float(retry_after)
+    return details
 
 
 def _user_frames(tb: Any) -> Any:

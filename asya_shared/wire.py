@@ -5,7 +5,8 @@ the CLI as they need to) names its type from here instead of rebuilding dict lit
 The key order of each shape is the order its JSON is written in: keep it, it is on the wire.
 
     Route         an envelope's `route`: {"prev", "curr", "next"}
-    ErrorDetails  an exception as JSON: {"type", "mro", "message", "traceback"}; the runtime's
+    ErrorDetails  an exception as JSON: {"type", "mro", "message", "traceback"} and, when the
+                  error says when to try again, "retry_after"; the runtime's
                   processing_error details, and `status.error`
     Status        an envelope's `status`, as every sidecar writes it
     Frame         one handler result as the runtime answers it (`{"frames": [...]}`), before
@@ -17,6 +18,7 @@ types cost nothing per envelope.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NotRequired, Required, TypedDict
 
@@ -32,6 +34,9 @@ class ErrorDetails(TypedDict):
     mro: list[str]  # its classes, most specific first; never empty (retry rules match it)
     message: str
     traceback: str | None  # None when the error was not raised in a handler
+    # Seconds the failed service asked us to wait (an HTTP Retry-After, say): the earliest
+    # retry; absent when the error named no such time.
+    retry_after: NotRequired[float]
 
 
 class Status(TypedDict):
@@ -69,14 +74,18 @@ def error_details(
     *,
     mro: Sequence[str] = (),
     traceback: str | None = None,
+    retry_after: float | None = None,
 ) -> ErrorDetails:
     """Error details for `type_name`; its MRO is just itself unless `mro` says more."""
-    return {
+    details: ErrorDetails = {
         "type": type_name,
         "mro": list(mro) if mro else [type_name],
         "message": message,
         "traceback": traceback,
     }
+    if retry_after is not None:
+        details["retry_after"] = retry_after
+    return details
 
 
 def error_details_from(raw: object) -> ErrorDetails:
@@ -84,7 +93,8 @@ def error_details_from(raw: object) -> ErrorDetails:
 
     The runtime always sends all four keys. If another one does not: a missing type is "",
     a missing or empty mro is [type], a missing message is "" and a missing traceback None;
-    values of other JSON types are turned into strings. Keys beyond the four are dropped.
+    values of other JSON types are turned into strings. `retry_after` is kept only when it is
+    a finite number of seconds, zero or more. Other keys are dropped.
     """
     fields = raw if isinstance(raw, dict) else {}
     type_name = _text(fields.get("type"))
@@ -95,7 +105,14 @@ def error_details_from(raw: object) -> ErrorDetails:
         _text(fields.get("message")),
         mro=[_text(cls) for cls in mro] if isinstance(mro, list) else (),
         traceback=None if traceback is None else _text(traceback),
+        retry_after=_seconds(fields.get("retry_after")),
     )
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
 
 
 def _text(value: object) -> str:

@@ -256,16 +256,20 @@ def after_failure(
     retrying_for: float,
     rand: float,
     time_left: float | None = None,
+    retry_after: float | None = None,
 ) -> Next:
     """What follows failed attempt number `attempt` (1-based) at this actor.
 
     `retrying_for` is how long ago the first failure at this actor was; `time_left` is how
     long until the envelope's deadline, if it has one. A retry that could not start before
-    either limit is not scheduled.
+    either limit is not scheduled. `retry_after` is the failed service's own wait (an HTTP
+    Retry-After): the retry waits at least that long, but never longer than `maxInterval`.
     """
     by_deadline = False
     if attempt < policy.max_attempts:
         wait = delay(policy, attempt=attempt, rand=rand)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, policy.max_interval))
         within_duration = policy.max_duration is None or retrying_for + wait <= policy.max_duration
         within_deadline = time_left is None or wait < time_left
         if within_duration and within_deadline:

@@ -139,6 +139,7 @@ def handler_failed(
         retrying_for=(ctx.now - since).total_seconds(),
         rand=ctx.rand,
         time_left=time_left,
+        retry_after=details.get("retry_after"),
     )
     headers = _traced(env.headers, ctx)
     if isinstance(step, Retry):

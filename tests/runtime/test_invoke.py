@@ -143,6 +143,21 @@ def test_handler_exception_reports_type_mro_message_and_traceback(
     assert "runtime.py" not in details["traceback"]
 
 
+def test_an_error_carrying_retry_after_seconds_reports_them(
+    start_runtime: RuntimeFactory,
+) -> None:
+    runtime = start_runtime("failing.throttled")
+
+    said = runtime.invoke({"retry_after": 7}).json()["details"]
+    unsaid = runtime.invoke({"retry_after": "soon"}).json()["details"]
+    negative = runtime.invoke({"retry_after": -1}).json()["details"]
+
+    assert said["retry_after"] == 7.0
+    assert said["type"] == "failing.Throttled"
+    assert "retry_after" not in unsaid
+    assert "retry_after" not in negative
+
+
 def test_async_handler_exception(start_runtime: RuntimeFactory) -> None:
     runtime = start_runtime("failing.async_value_error")
 

@@ -78,11 +78,28 @@ def test_odd_details_get_safe_values(raw: object, expected: wire.ErrorDetails) -
     assert list(details) == KEYS
 
 
+@pytest.mark.parametrize("seconds", [0, 2, 2.5, 86400])
+def test_a_retry_after_in_seconds_is_kept_last(seconds: float) -> None:
+    raw = {"type": "E", "mro": ["E"], "message": "", "traceback": None, "retry_after": seconds}
+
+    details = wire.error_details_from(raw)
+
+    assert details.get("retry_after") == seconds
+    assert list(details) == [*KEYS, "retry_after"]
+
+
+@pytest.mark.parametrize("odd", [-1, True, "5", None, float("inf"), float("nan"), [3]])
+def test_a_retry_after_that_is_not_seconds_is_dropped(odd: object) -> None:
+    details = wire.error_details_from({"type": "E", "retry_after": odd})
+
+    assert "retry_after" not in details
+
+
 @given(json_values)
 def test_any_json_becomes_well_typed_details(raw: object) -> None:
     details = wire.error_details_from(raw)
 
-    assert list(details) == KEYS
+    assert list(details) in (KEYS, [*KEYS, "retry_after"])
     assert isinstance(details["type"], str)
     assert details["mro"]
     assert all(isinstance(cls, str) for cls in details["mro"])

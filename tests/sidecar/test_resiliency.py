@@ -216,6 +216,36 @@ def test_no_retry_is_scheduled_past_the_deadline(time_left: float, rand: float) 
         assert step == GiveUp(by_deadline=True)
 
 
+@given(
+    policy=policies,
+    rand=st.floats(0, 1, exclude_max=True),
+    retry_after=st.floats(0, 10_000, allow_nan=False),
+)
+def test_a_retry_after_from_the_server_is_waited_out_up_to_max_interval(
+    policy: Policy, rand: float, retry_after: float
+) -> None:
+    unlimited = dataclasses.replace(policy, max_attempts=2, max_duration=None)
+    own = resiliency.delay(unlimited, attempt=1, rand=rand)
+
+    step = resiliency.after_failure(
+        unlimited, attempt=1, retrying_for=0, rand=rand, retry_after=retry_after
+    )
+
+    assert isinstance(step, Retry)
+    assert step.delay == max(own, min(retry_after, unlimited.max_interval))
+    assert step.delay <= unlimited.max_interval
+
+
+def test_a_retry_after_does_not_stretch_past_the_deadline() -> None:
+    policy = Policy("p", max_attempts=3, initial_delay=1, max_interval=60)
+
+    step = resiliency.after_failure(
+        policy, attempt=1, retrying_for=0, rand=0, time_left=10, retry_after=30
+    )
+
+    assert step == GiveUp(by_deadline=True)
+
+
 def test_exhaustion_takes_then_route_when_given() -> None:
     policy = Policy("p", max_attempts=2, then_route=("fallback", "post"))
 

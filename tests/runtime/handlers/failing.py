@@ -24,3 +24,13 @@ def gen_fails_after_yield(payload):
 
 def exits(payload):
     raise SystemExit(3)
+
+
+class Throttled(ProviderError):
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def throttled(payload):
+    raise Throttled("slow down", payload["retry_after"])

@@ -23,6 +23,8 @@ SIDECAR_CONTAINER = "asya-sidecar"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # module.function or module.Class.method; the module part may itself be dotted (pkg.mod).
 HANDLER = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+# Handlers shipped in the Asya image (asya_callers): an actor running one needs no image.
+BUILT_IN_HANDLERS = "asya_callers."
 DURATION = r"^([0-9]+(\.[0-9]+)?|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
 # An exception class as a rule names it: `TimeoutError` or `openai.RateLimitError`.
 ERROR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
@@ -369,9 +371,11 @@ class AsyncActorSpec(Model):
                     reason="FieldValueForbidden",
                 ),
                 cel_rule(
-                    f"has(self.image) || ({_RUNTIME_IMAGE_IN_TEMPLATE})",
-                    "image is required unless spec.template gives its "
-                    f"{RUNTIME_CONTAINER} container an image",
+                    f"has(self.image) || self.handler.startsWith('{BUILT_IN_HANDLERS}')"
+                    f" || ({_RUNTIME_IMAGE_IN_TEMPLATE})",
+                    "image is required unless the handler is a built-in caller "
+                    f"({BUILT_IN_HANDLERS}*) or spec.template gives its {RUNTIME_CONTAINER} "
+                    "container an image",
                     field_path=".image",
                     reason="FieldValueRequired",
                 ),
@@ -393,7 +397,8 @@ class AsyncActorSpec(Model):
         default=None,
         min_length=1,
         description="Image of the handler (asya-runtime) container: any image with Python 3, "
-        "no Asya package needed.",
+        "no Asya package needed. Optional for built-in callers (handler asya_callers.*), "
+        "which run in the Asya image.",
     )
     handler: str = Field(pattern=HANDLER, description="module.function or module.Class.method")
     env: list[dict[str, Any]] = Field(

@@ -35,7 +35,12 @@ from asya_operator.config import (
     SQSTransport,
     TransportConfig,
 )
-from asya_operator.models import RUNTIME_CONTAINER, SIDECAR_CONTAINER, AsyncActor
+from asya_operator.models import (
+    BUILT_IN_HANDLERS,
+    RUNTIME_CONTAINER,
+    SIDECAR_CONTAINER,
+    AsyncActor,
+)
 from asya_shared import env, names
 from asya_shared.durations import parse_duration
 
@@ -531,7 +536,7 @@ def _with_mounts(existing: list[Any], ours: list[Obj], where: str) -> list[Obj]:
     return mounts
 
 
-def _runtime_container(actor: AsyncActor, base: Obj | None) -> Obj:
+def _runtime_container(actor: AsyncActor, base: Obj | None, config: OperatorConfig) -> Obj:
     spec = actor.spec
     where = f"spec.template container {RUNTIME_CONTAINER!r}"
     container: Obj = dict(base or {})
@@ -541,10 +546,11 @@ def _runtime_container(actor: AsyncActor, base: Obj | None) -> Obj:
                 f"{where}: {key} is not allowed; the operator runs the Asya runtime "
                 f"(python3 {RUNTIME_DIR}/{RUNTIME_FILE}), which calls spec.handler"
             )
-    image = spec.image or container.get("image")
+    image = spec.image or container.get("image") or _built_in_image(spec.handler, config)
     if not image:
         raise RenderError(
-            "spec.image is required: the image with the handler's code and python3 (3.8+)"
+            "spec.image is required: the image with the handler's code and python3 (3.8+); "
+            f"only built-in callers ({BUILT_IN_HANDLERS}*) run without one"
         )
     user_env = _merge_env(container.get("env") or [], spec.env, "spec.env")
     for item in user_env:
@@ -585,6 +591,11 @@ def _runtime_container(actor: AsyncActor, base: Obj | None) -> Obj:
     for probe, value in _runtime_probes().items():
         container.setdefault(probe, value)
     return _harden_container(container, where)
+
+
+def _built_in_image(handler: str, config: OperatorConfig) -> str | None:
+    """The Asya image (the sidecar's) for a built-in caller, which ships in it; else None."""
+    return config.sidecar.image if handler.startswith(BUILT_IN_HANDLERS) else None
 
 
 def shutdown_timeout(grace_period: int) -> int:
@@ -841,7 +852,7 @@ def build(
     )
     parts = _Containers(
         # The template's asya-runtime is taken out of its list and merged with the flat fields.
-        runtime=_runtime_container(actor, _take_runtime(others, inits)),
+        runtime=_runtime_container(actor, _take_runtime(others, inits), config),
         sidecar=sidecar,
         others=others,
         inits=inits,

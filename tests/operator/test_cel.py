@@ -104,7 +104,10 @@ REPLICAS = (
     "replicas is only allowed when scaling.enabled is false: with scaling on, KEDA sets the "
     "replica count between scaling.minReplicas and scaling.maxReplicas"
 )
-IMAGE_REQUIRED = "image is required unless spec.template gives its asya-runtime container an image"
+IMAGE_REQUIRED = (
+    "image is required unless the handler is a built-in caller (asya_callers.*) or "
+    "spec.template gives its asya-runtime container an image"
+)
 RUNTIME_COMMAND = (
     "the asya-runtime container in template.spec.{} must not set command or args: the operator "
     "runs the Asya runtime there, which calls spec.handler"
@@ -129,6 +132,15 @@ INVALID: list[tuple[Case, str, str]] = [
         REPLICAS,
     ),
     (Case("no image, no template", manifest(spec(image=None))), ".spec", IMAGE_REQUIRED),
+    (
+        # Only the package's own handlers ship in the Asya image; a look-alike name does not.
+        Case(
+            "no image, handler named like a caller",
+            manifest(spec(image=None, handler="asya_callersx.f")),
+        ),
+        ".spec",
+        IMAGE_REQUIRED,
+    ),
     (
         Case(
             "no image, runtime without image",
@@ -384,6 +396,10 @@ VALID: list[Case] = [
                 ),
             )
         ),
+    ),
+    Case(
+        "no image for a built-in caller",
+        manifest(spec(image=None, handler="asya_callers.openai.Chat.handle")),
     ),
     Case(
         "image from a runtime init container",

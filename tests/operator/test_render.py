@@ -797,6 +797,26 @@ def test_template_may_supply_the_image() -> None:
     assert by_kind(objects)["Deployment"]["metadata"]["namespace"] == "default"
 
 
+def test_a_built_in_caller_without_an_image_runs_in_the_asya_image() -> None:
+    objects = rendered(
+        handler="asya_callers.openai.Chat.handle",
+        image=None,
+        env=[{"name": "ASYA_OPENAI_BASE_URL", "value": "http://vllm:8000"}],
+    )
+    validate(objects)
+    runtime = all_containers(objects)[RUNTIME_CONTAINER]
+
+    assert runtime["image"] == CONFIG.sidecar.image
+    assert env_of(runtime)["ASYA_HANDLER"]["value"] == "asya_callers.openai.Chat.handle"
+    assert env_of(runtime)["ASYA_OPENAI_BASE_URL"]["value"] == "http://vllm:8000"
+
+
+def test_a_built_in_caller_keeps_an_image_it_is_given() -> None:
+    objects = rendered(handler="asya_callers.http.Post.handle", image="mirror.example/asya:0.1.0")
+
+    assert all_containers(objects)[RUNTIME_CONTAINER]["image"] == "mirror.example/asya:0.1.0"
+
+
 # --------------------------------------------------------------------------------- errors
 
 
@@ -870,7 +890,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
         r"policies\.p\.maxInterval \(1m\) must not be shorter than initialDelay \(1h\)",
     ),
     ({"resiliency": {"actorTimeout": "0s"}}, r"actorTimeout must be more than zero"),
-    ({"image": None}, r"spec\.image is required"),
+    ({"image": None}, r"spec\.image is required.*only built-in callers \(asya_callers\.\*\)"),
 ]
 
 

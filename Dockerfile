@@ -9,11 +9,14 @@
 #                                                    actor pod (configured by ASYA_* env)
 #   asya crew sink | asya crew sump                  the crew actors' handlers (x-sink, x-sump)
 #
+# and, as the image of an actor whose handler is a built-in caller (asya_callers.openai.Chat.handle,
+# ...) when its AsyncActor gives no image of its own.
+#
 # The crew actors are rendered like every other actor: their `asya-runtime` container runs
 # `python3 /opt/asya/runtime.py` (the runtime file from the actor's ConfigMap) with
 # ASYA_HANDLER=asya_crew.sink.Sink.handle or asya_crew.sump.Sump.handle. PATH below puts the
 # virtual environment first, so that `python3` is the venv's interpreter and imports
-# asya_crew from it.
+# asya_crew (or asya_callers, for a built-in caller) from it.
 #
 # User handler images need none of this: the runtime is one standard-library file that the
 # operator mounts into them.
@@ -38,6 +41,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 # Only what the wheel is built from; constraints.txt pins the versions CI tests with.
 COPY pyproject.toml README.md constraints.txt ./
+COPY asya_callers/ asya_callers/
 COPY asya_cli/ asya_cli/
 COPY asya_crew/ asya_crew/
 COPY asya_operator/ asya_operator/

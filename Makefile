@@ -4,8 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Re-install only when the dependency list changes, so a second `make test` is quick.
 STAMP := $(VENV)/.installed-stamp
+# Real model servers for the callers' tests and `make demo-llm`, each in its own venv.
+LLAMA_VENV ?= .venv-llama
+MLSERVER_VENV ?= .venv-mlserver
 
-.PHONY: install test lint fmt clean demo crds bench
+.PHONY: install test lint fmt clean demo demo-llm crds bench model-servers
 
 install: $(STAMP)
 
@@ -17,7 +20,23 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	cd examples/ticket-router && ../../$(PY) demo.py
 
-test: install
+# The LLM pipeline of examples/llm-review, on Gemma 3 270M served by llama.cpp.
+demo-llm: install $(LLAMA_VENV)/.installed-stamp
+	$(PY) examples/llm-review/demo.py
+
+model-servers: $(LLAMA_VENV)/.installed-stamp $(MLSERVER_VENV)/.installed-stamp
+
+$(LLAMA_VENV)/.installed-stamp: requirements/llama-server.txt
+	test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install --quiet -r requirements/llama-server.txt
+	touch $@
+
+$(MLSERVER_VENV)/.installed-stamp: requirements/mlserver.txt
+	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install --quiet -r requirements/mlserver.txt
+	touch $@
+
+test: install model-servers
 	$(PY) -m pytest
 
 # The AsyncActor CRD (crds/ and the copy in charts/asya-operator/crds/) is generated from
@@ -41,4 +60,4 @@ fmt: install
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(LLAMA_VENV) $(MLSERVER_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

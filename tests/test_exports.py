@@ -10,6 +10,7 @@ from types import ModuleType
 import pytest
 
 PACKAGES = [
+    "asya_callers",
     "asya_cli",
     "asya_crew",
     "asya_crew.stores",

@@ -368,7 +368,7 @@ def error_details(exc: BaseException) -> dict[str, Any]:
     server's Retry-After, as the built-in callers' and several SDKs' do) passes it on: the
     sidecar waits at least that long before the retry.
     """
-    details = {
+    details: dict[str, Any] = {
         "type": _type_name(type(exc)),
         "mro": [_type_name(cls) for cls in type(exc).__mro__ if cls is not object],
         "message": str(exc),

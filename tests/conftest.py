@@ -35,6 +35,9 @@ SERVICE_MARKERS = {
     "rabbitmq_url": "rabbitmq",
     "pubsub_emulator": "pubsub",
     "moto_server": "sqs",
+    "llama_server": "model_servers",
+    "start_llama_server": "model_servers",
+    "mlserver": "model_servers",
 }
 # moto serves S3 as well as SQS; a test that reaches it through this fixture is an S3 test.
 S3_FIXTURE = "s3_endpoint"

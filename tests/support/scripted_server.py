@@ -92,7 +92,7 @@ class ScriptedServer:
                             body,
                             self.client_address[1],
                             time.monotonic(),
-                        )  # fmt: skip
+                        )
                     )
                 answer = server._next_answer(self.path, body)
                 if answer.delay:

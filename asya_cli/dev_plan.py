@@ -125,6 +125,11 @@ def _sidecar(
         env.METRICS_PORT: str(port),
         env.LOG_FORMAT: "text",
     }
+    if actor is not None:
+        # As the operator does: the sidecar settings an actor names in its env apply to its
+        # sidecar. Logs stay text, as every process of `asya dev` prints them.
+        passed = set(env.SIDECAR_PASSTHROUGH) - {env.LOG_FORMAT}
+        sidecar_env.update({k: v for k, v in actor.env.items() if k in passed})
     if actor is not None and actor.actor_timeout is not None:
         sidecar_env[env.ACTOR_TIMEOUT] = actor.actor_timeout
     if actor is not None and actor.resiliency is not None:

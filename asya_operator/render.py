@@ -84,9 +84,8 @@ RESERVED_RUNTIME_ENV = {
     env.SOCKET_DIR: f"leave it out: the sidecar and the runtime share {SOCKET_DIR}",
     env.RUNTIME_CONCURRENCY: "set spec.concurrency instead",
 }
-# Settings of the sidecar that a user may reasonably want to tune; spec.env is the only way
-# to reach the sidecar, so these few are copied to it as well.
-SIDECAR_PASSTHROUGH_ENV = (env.LOG_LEVEL, env.LOG_FORMAT, env.EVENTS_URL)
+# spec.env is the only way to reach the sidecar, so the few sidecar settings a user may
+# want to tune (env.SIDECAR_PASSTHROUGH) are copied to it as well.
 
 # KEDA's HPA behaviour. Up: as fast as HPA allows (double or +4 pods every 15 s), because a
 # queue that grows is work waiting. Down: queue depth drops to zero the moment a burst is
@@ -633,7 +632,7 @@ def _sidecar_container(
         # Explicit because the probe and the scrape annotations depend on it.
         _value(env.METRICS_PORT, METRICS_PORT),
         *wiring.env,
-        *(item for item in spec.env if item.get("name") in SIDECAR_PASSTHROUGH_ENV),
+        *(item for item in spec.env if item.get("name") in env.SIDECAR_PASSTHROUGH),
     ]
     container: Obj = {
         "name": SIDECAR_CONTAINER,

@@ -35,6 +35,9 @@ LOG_LEVEL = "ASYA_LOG_LEVEL"
 EVENT_LOOP = "ASYA_EVENT_LOOP"
 LOG_FORMAT = "ASYA_LOG_FORMAT"
 EVENTS_URL = "ASYA_EVENTS_URL"
+# Sidecar settings an actor may give in its own `env` (which is otherwise the handler's):
+# the operator and `asya dev` copy them to the actor's sidecar.
+SIDECAR_PASSTHROUGH = (LOG_LEVEL, LOG_FORMAT, EVENTS_URL)
 
 # Transports
 STATE_DIR = "ASYA_STATE_DIR"

@@ -62,3 +62,26 @@ def test_every_actor_and_the_crew_get_a_runtime_and_a_sidecar() -> None:
     assert by_name["x-sink/runtime"].argv == ("/py", "-m", "asya_crew", "sink")
     assert by_name["x-sink/runtime"].env["ASYA_RESULT_STORE"] == "file:///state/results"
     assert by_name["x-sump/runtime"].env["ASYA_SUMP_STORE"] == "file:///state/sump"
+
+
+def test_sidecar_settings_in_an_actors_env_reach_its_sidecar_as_on_a_cluster() -> None:
+    actor = ActorManifest(
+        name="draft",
+        handler="asya_callers.openai.Chat.handle",
+        source="f",
+        env={
+            "ASYA_EVENTS_URL": "http://127.0.0.1:9000/events",
+            "ASYA_LOG_LEVEL": "DEBUG",
+            "ASYA_LOG_FORMAT": "json",
+            "ASYA_OPENAI_BASE_URL": "http://llm",
+        },
+    )
+
+    specs = {s.name: s for s in dev_plan.plan([actor], SETTINGS, base_env={}, ports=[1, 2, 3])}
+
+    sidecar, sink = specs["draft/sidecar"].env, specs["x-sink/sidecar"].env
+    assert sidecar["ASYA_EVENTS_URL"] == "http://127.0.0.1:9000/events"
+    assert sidecar["ASYA_LOG_LEVEL"] == "DEBUG"
+    assert sidecar["ASYA_LOG_FORMAT"] == "text"  # `asya dev` prints every process as text
+    assert "ASYA_OPENAI_BASE_URL" not in sidecar  # the handler's, not the sidecar's
+    assert "ASYA_EVENTS_URL" not in sink

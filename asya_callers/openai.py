@@ -33,8 +33,8 @@ start with a message naming the variable):
                                template decides what it does with it: llama-cpp-python's
                                `gemma` format drops system messages)
 
-A setting that does not apply to a caller (ASYA_OPENAI_STREAM for Embeddings, say) is refused
-at start rather than ignored.
+A setting that does not apply to a caller (ASYA_OPENAI_STREAM for Embeddings, say) is ignored
+with a warning in the log at start, so one ConfigMap can serve several callers.
 
 Input, from the payload (which must be a JSON object):
 
@@ -62,16 +62,19 @@ Unreachable (no connection) and Timeout (no answer in time).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 from asya_callers.client import ModelClient
-from asya_callers.errors import ConfigError, InvalidInput, ServerError
+from asya_callers.errors import InvalidInput, ServerError
 from asya_callers.payloads import fill_template, require_field, require_object
 from asya_callers.settings import Settings, redact_url
 
 __all__ = ["Chat", "Completions", "Embeddings"]
+
+log = logging.getLogger("asya.callers.openai")
 
 PREFIX = "ASYA_OPENAI_"
 DEFAULT_TIMEOUT_S = 120.0
@@ -119,12 +122,11 @@ class _OpenAICaller:
 
     def __init__(self) -> None:
         self.settings = settings = Settings(PREFIX)
+        # Ignored with a warning, not refused: one ConfigMap of server settings (envFrom)
+        # often serves a chat actor and an embedding actor alike.
         for key in self.not_applicable:
             if settings.text(key) is not None:
-                raise ConfigError(
-                    f"{settings.name(key)} does not apply to {self.name}; remove it from the "
-                    "actor's env"
-                )
+                log.warning("%s does not apply to %s and is ignored", settings.name(key), self.name)
         base = settings.url(
             "BASE_URL", "the OpenAI-compatible server, e.g. http://vllm.models:8000"
         )

@@ -457,7 +457,11 @@ def test_a_template_field_missing_from_the_payload_is_permanent_invalid_input(
     [
         ("Chat", {}, "ASYA_OPENAI_BASE_URL is required"),
         ("Completions", {"ASYA_OPENAI_TIMEOUT": "soon"}, "ASYA_OPENAI_TIMEOUT='soon'"),
-        ("Embeddings", {"ASYA_OPENAI_STREAM": "true"}, "ASYA_OPENAI_STREAM does not apply"),
+        (
+            "Embeddings",
+            {"ASYA_OPENAI_PROMPT_TEMPLATE": "Embed {0}"},
+            "ASYA_OPENAI_PROMPT_TEMPLATE is not a valid str.format template",
+        ),
     ],
 )
 def test_a_bad_setting_stops_the_runtime_at_start_naming_the_variable(

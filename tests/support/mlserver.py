@@ -13,7 +13,6 @@ A test that needs a server of its own (one that starts after the actor, say) bui
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.services import ServiceFailed, ServiceProcess, free_port
+from tests.support.services import ServiceFailed, ServiceProcess, free_port, run_python
 from tests.support.waiting import wait_until
 
 __all__ = ["IRIS_ROWS", "MLServer", "ServedModel", "mlserver", "train_iris"]
@@ -79,18 +78,7 @@ def require_venv() -> None:
 def train_iris(dest: Path) -> Path:
     """Fit the iris classifier and save it with joblib at `dest`."""
     require_venv()
-    done = subprocess.run(
-        [str(MLSERVER_PYTHON), "-c", TRAIN_SCRIPT, str(dest)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ServiceFailed(
-            f"training the iris model with {MLSERVER_PYTHON} failed ({done.returncode}):\n"
-            f"{done.stdout}{done.stderr}"
-        )
+    run_python(MLSERVER_PYTHON, TRAIN_SCRIPT, str(dest), doing="training the iris model")
     return dest
 
 

@@ -121,6 +121,19 @@ class ServiceProcess:
         return self._log.read()[-5000:]
 
 
+def run_python(python: Path, code: str, *args: str, doing: str) -> str:
+    """Run `code` with another venv's interpreter (a model server's) and return its output;
+    ServiceFailed with everything it printed when it fails."""
+    done = subprocess.run(
+        [str(python), "-c", code, *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        raise ServiceFailed(
+            f"{doing} with {python} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+        )
+    return done.stdout
+
+
 def pubsub_emulator_argv(port: int) -> list[str]:
     try:
         sdk_root = subprocess.run(

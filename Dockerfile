@@ -44,6 +44,7 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY asya_callers/ asya_callers/
 COPY asya_cli/ asya_cli/
 COPY asya_crew/ asya_crew/
+COPY asya_gateway/ asya_gateway/
 COPY asya_operator/ asya_operator/
 COPY asya_runtime/ asya_runtime/
 COPY asya_shared/ asya_shared/

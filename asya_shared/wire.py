@@ -11,6 +11,8 @@ The key order of each shape is the order its JSON is written in: keep it, it is 
     Status        an envelope's `status`, as every sidecar writes it
     Frame         one handler result as the runtime answers it (`{"frames": [...]}`), before
                   the sidecar has checked it against its envelope
+    HopReport     one event of an envelope's life, as sidecars and the crew report it to the
+                  gateway's internal port
 
 Pure data: no I/O, and no imports of ours. A TypedDict is a plain dict at run time, so these
 types cost nothing per envelope.
@@ -119,3 +121,31 @@ def _text(value: object) -> str:
     if isinstance(value, str):
         return value
     return "" if value is None else str(value)
+
+
+class HopReport(TypedDict):
+    """What a sidecar or a crew actor tells the gateway about one envelope (one hop event).
+
+    POSTed in batches to the gateway's internal port: `{"reports": [HopReport, ...]}`. The
+    gateway applies each to the task with the same id, if there is one, moving it forward
+    only (asya_gateway.tasks.advance); reports about envelopes it did not submit are ignored.
+    """
+
+    id: str  # the envelope id (= the task id for a submitted envelope)
+    parent_id: str | None  # set on fan-out children
+    actor: str  # the reporting actor
+    # received | processing | retrying | routed | paused | succeeded | failed | canceled | fly
+    event: str
+    route: Route  # the envelope's route as this event leaves it
+    attempt: int  # status.attempt at this actor
+    at: str  # RFC 3339, when it happened
+    reason: NotRequired[str | None]
+    error: NotRequired[ErrorDetails | None]
+    result: NotRequired[Any]  # x-sink, succeeded: the final payload
+    events: NotRequired[list[Any]]  # event "fly": the handler's FLY events, as yielded
+
+
+REPORT_EVENTS = (
+    "received", "processing", "retrying", "routed", "paused", "succeeded", "failed", "canceled",
+    "fly",
+)  # fmt: skip

@@ -1,0 +1,108 @@
+"""What the gateway keeps, behind one protocol: SQLite (sqlite.py) and PostgreSQL
+(postgres.py) implement it, and one contract suite (tests/gateway/store_contract.py) runs on
+both.
+
+The store owns the decisions' outcome, not the decisions: `apply` calls the pure
+asya_gateway.tasks.advance for each report, inside one transaction per batch, so two gateway
+replicas applying reports for the same task cannot both move it (row lock or
+compare-and-set, per store).
+
+Every change that moves a task is also an `Event` with a store-wide increasing `seq`: the
+SSE stream replays `events_since(task, seq)` after a reconnect (Last-Event-ID) and follows
+`watch()` for new ones, which on PostgreSQL also carries the changes other replicas made
+(LISTEN/NOTIFY).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from asya_gateway.tasks import Task, TaskStatus
+from asya_shared import wire
+
+__all__ = [
+    "Event",
+    "Page",
+    "Store",
+    "StoreError",
+    "TaskConflict",
+    "TaskNotFound",
+]
+
+
+class StoreError(Exception):
+    """The store cannot be reached or refused the operation; the message says which."""
+
+
+class TaskNotFound(StoreError):
+    """No task with that id for that tenant (another tenant's task is not found either)."""
+
+
+class TaskConflict(StoreError):
+    """The operation does not fit the task's status (cancel a task that already ended)."""
+
+    def __init__(self, message: str, task: Task) -> None:
+        super().__init__(message)
+        self.task = task
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of a task's life as SSE sends it."""
+
+    seq: int  # increasing across the store; the SSE `id:`
+    task_id: str
+    tenant: str
+    kind: str  # "status" | "fly"
+    data: dict[str, Any]  # status: {"status", "actor", "progress"}; fly: the FLY event
+    terminal: bool = False
+
+
+@dataclass(frozen=True)
+class Page:
+    tasks: list[Task]
+    next_cursor: str | None
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema (versioned) if needed."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreError when the store cannot answer (for /readyz)."""
+
+    async def create(self, task: Task) -> tuple[Task, bool]:
+        """Insert `task`; if one with its id exists for its tenant, return that one and
+        False (idempotent submit). The first status event (pending) is recorded."""
+
+    async def get(self, task_id: str, tenant: str) -> Task:
+        """The task, or TaskNotFound."""
+
+    async def list_tasks(
+        self, tenant: str, *, status: TaskStatus | None, limit: int, cursor: str | None
+    ) -> Page:
+        """Newest first (created_at, then id); `cursor` is an opaque next_cursor."""
+
+    async def apply(self, reports: Sequence[wire.HopReport]) -> list[Event]:
+        """Apply each report to its task (unknown ids are ignored); return the events of
+        the changes made, in order. FLY reports become `fly` events of their task."""
+
+    async def cancel(self, task_id: str, tenant: str, *, at: str) -> Task:
+        """Cancel; a task already canceled is returned as it is (idempotent); one that
+        succeeded or failed raises TaskConflict; an unknown one TaskNotFound."""
+
+    async def canceled_since(self, cursor: int) -> tuple[list[str], int]:
+        """Ids of tasks canceled after `cursor` and the new cursor (sidecars skip them)."""
+
+    async def events_since(self, task_id: str, tenant: str, seq: int) -> list[Event]:
+        """The task's status events after `seq`, oldest first."""
+
+    def watch(self) -> AsyncIterator[Event]:
+        """Every new event of any task, as it is recorded by this or another replica."""
+
+    async def delete_finished(self, before: str) -> int:
+        """Delete terminal tasks updated before `before` (RFC 3339); return how many."""

@@ -13,7 +13,8 @@ Progress, defined once (docs/gateway.md repeats it):
 
     progress = len(route.prev) / (len(route.prev) + 1 + len(route.next))   while not terminal
     progress = 1.0                                                         once succeeded
-    progress stays where it was                                            once failed/canceled
+    progress = the same formula on the route of the failed or canceled report that ended it
+    progress stays where it was                             once canceled through the API
 
 that is, the share of the route's actors already done, counting the current one as not done.
 A handler that rewrites `route.next` changes the denominator, so progress can step back when
@@ -134,6 +135,11 @@ def status_of_report(report: wire.HopReport) -> TaskStatus | None:
 
 def position(report: wire.HopReport) -> tuple[int, int, int]:
     """Where a report stands in the task's life: (hop, attempt, event within the attempt)."""
+    if report["event"] == "routed":
+        # Sent with the route as sent (route.prev already holds the sender), so it stands
+        # at the start of the next hop: before the next actor's first report, whatever
+        # attempt the sender was on.
+        return (len(report["route"]["prev"]), 0, 0)
     return (
         len(report["route"]["prev"]),
         report.get("attempt", 1),
@@ -148,7 +154,8 @@ def advance(task: Task, report: wire.HopReport) -> Task | None:
 
     Reports are ordered by `position`: a later hop (more actors in route.prev) wins, then a
     later attempt at the same actor, then a later event of the attempt (received <
-    processing < retrying < routed < paused). Any terminal report wins over every
+    processing < retrying < paused); `routed` carries the route as sent and stands before
+    everything the next actor reports. Any terminal report wins over every
     non-terminal one, and the first terminal report is final.
     """
     if task.terminal or report["id"] != task.id:
@@ -164,7 +171,9 @@ def advance(task: Task, report: wire.HopReport) -> Task | None:
             status=status,
             route=route,
             actor=route["curr"],
-            progress=1.0 if status is TaskStatus.SUCCEEDED else task.progress,
+            # From the report, not the task: the same final state in whatever order the
+            # reports came (a failure that overtook its actor's `processing` report).
+            progress=1.0 if status is TaskStatus.SUCCEEDED else progress_of(route),
             updated_at=report["at"],
             result=report.get("result") if status is TaskStatus.SUCCEEDED else None,
             error=report.get("error"),

@@ -61,3 +61,20 @@ SUMP_STORE = "ASYA_SUMP_STORE"
 CREW_METRICS_PORT = "ASYA_CREW_METRICS_PORT"
 CREW_METRICS_HOST = "ASYA_CREW_METRICS_HOST"
 S3_ENDPOINT = "ASYA_S3_ENDPOINT"
+
+# Gateway: its internal base URL, given to every sidecar and to the crew; unset, nothing is
+# reported (docs/gateway.md).
+GATEWAY_URL = "ASYA_GATEWAY_URL"
+# How often a sidecar posts its batch of reports (and learns cancellations); default 1s.
+GATEWAY_REPORT_INTERVAL = "ASYA_GATEWAY_REPORT_INTERVAL"
+# `asya gateway`: each flag can be given in the environment instead (docs/gateway.md).
+GATEWAY_HOST = "ASYA_GATEWAY_HOST"
+GATEWAY_PORT = "ASYA_GATEWAY_PORT"
+GATEWAY_INTERNAL_PORT = "ASYA_GATEWAY_INTERNAL_PORT"
+GATEWAY_RETENTION = "ASYA_GATEWAY_RETENTION"
+GATEWAY_INSECURE = "ASYA_GATEWAY_INSECURE"
+GATEWAY_STORE = "ASYA_GATEWAY_STORE"
+GATEWAY_FLOWS = "ASYA_GATEWAY_FLOWS"
+GATEWAY_API_KEYS_FILE = "ASYA_GATEWAY_API_KEYS_FILE"
+# The CLI's task commands (asya submit, get, ls, watch, cancel): the key they send.
+API_KEY = "ASYA_API_KEY"

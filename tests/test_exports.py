@@ -14,6 +14,8 @@ PACKAGES = [
     "asya_cli",
     "asya_crew",
     "asya_crew.stores",
+    "asya_gateway",
+    "asya_gateway.store",
     "asya_operator",
     "asya_runtime",
     "asya_shared",

@@ -5,6 +5,10 @@ ordinary sidecar, which delivers every envelope whose route has ended: phase "su
 "failed" once the actor's resiliency policy gave up. A store error is raised, never
 swallowed: the runtime answers 500 and the sidecar redelivers the envelope later, so a result
 is acknowledged only once it is stored.
+
+With ASYA_GATEWAY_URL set, once a record is stored x-sink reports how the envelope ended
+(succeeded with the result, failed, canceled) to the gateway, in the background
+(reporting.py): the gateway being down never fails or slows the handler.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from asya_crew import config, exposition, record, stores
+from asya_crew import config, exposition, record, reporting, stores
 from asya_shared import names
 
 FAILED = "failed"
@@ -25,6 +29,7 @@ class Sink:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.store = stores.open_store(config.store_url(env, config.RESULT_STORE), environ=env)
+        self.reporter = reporting.from_environ(env, role=names.SINK)
         if environ is None:  # built by the runtime in a crew pod, not by a test
             exposition.serve_from_handler(env)
 
@@ -34,6 +39,10 @@ class Sink:
             fields[name] = yield "GET", f".{name}"
         result = record.build(fields, payload)
         await self.store.put(record.key(result["id"]), record.encode(result))
+        if self.reporter is not None:
+            report = reporting.terminal_report(result, actor=names.SINK, at=reporting.now_rfc3339())
+            if report is not None:
+                self.reporter.report(report)
         if goes_to_sump(result["status"]):
             # The sidecar advances the route to x-sump and keeps the status (reason, error).
             yield "SET", ".route.next", [names.SUMP]

@@ -4,6 +4,9 @@ It receives unparsable or misrouted input from any sidecar (with the original by
 payload), and failed results forwarded by x-sink. It stores the same record as x-sink, logs
 one WARNING line per envelope and counts envelopes by reason and actor, so an alert can fire
 on the rate. It never forwards anything: this is the end of the line.
+
+With ASYA_GATEWAY_URL set, x-sump reports `failed` to the gateway for what never reached
+x-sink (x-sink reported the rest itself), in the background (reporting.py).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from asya_crew import config, exposition, record, stores
+from asya_crew import config, exposition, record, reporting, stores
+from asya_shared import names
 
 UNKNOWN = "unknown"
 
@@ -35,6 +39,7 @@ class Sump:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.store = stores.open_store(config.store_url(env, config.SUMP_STORE), environ=env)
+        self.reporter = reporting.from_environ(env, role=names.SUMP)
         if environ is None:  # built by the runtime in a crew pod, not by a test
             exposition.serve_from_handler(env)
 
@@ -48,6 +53,12 @@ class Sump:
         # count the same envelope twice (a redelivery after a crash still may).
         reason, actor = labels(result["status"])
         ENVELOPES.labels(reason=reason, actor=actor).inc()
+        if self.reporter is not None and not reporting.reached_sink(result):
+            report = reporting.terminal_report(
+                result, actor=names.SUMP, at=reporting.now_rfc3339(), event="failed"
+            )
+            if report is not None:
+                self.reporter.report(report)
         log.warning(
             "envelope %s reached x-sump: reason=%s actor=%s",
             result["id"],

@@ -44,6 +44,9 @@ class SidecarConfig:
     log_format: str
     events_url: str | None
     resiliency: Resiliency = field(default_factory=Resiliency)
+    # The gateway's internal base URL; None: no status reports and no cancellation checks.
+    gateway_url: str | None = None
+    report_interval: float = 1.0  # seconds between report batches to the gateway
 
     @property
     def socket_path(self) -> str:
@@ -140,6 +143,12 @@ def load(environ: Mapping[str, str]) -> SidecarConfig:
         except ValueError as exc:  # JSONDecodeError and ResiliencyError are ValueErrors
             problems.append(f"{env.RESILIENCY}: {exc}")
     actor_timeout = number(env.ACTOR_TIMEOUT, resiliency.DEFAULT_ACTOR_TIMEOUT, minimum=0.001)
+    gateway_url = text(env.GATEWAY_URL, "") or None
+    if gateway_url is not None and not gateway_url.startswith(("http://", "https://")):
+        problems.append(
+            f"{env.GATEWAY_URL}={gateway_url!r} must be an http:// or https:// URL (the "
+            "gateway's internal base URL, such as http://asya-gateway-internal:8081), or unset"
+        )
     config = SidecarConfig(
         actor=actor,
         namespace=namespace,
@@ -163,6 +172,9 @@ def load(environ: Mapping[str, str]) -> SidecarConfig:
         log_format=choice(env.LOG_FORMAT, "json", ("json", "text")),
         events_url=text(env.EVENTS_URL, "") or None,
         resiliency=policies,
+        gateway_url=gateway_url,
+        # Not below 10 ms: a smaller value would only burn the sidecar's CPU on requests.
+        report_interval=number(env.GATEWAY_REPORT_INTERVAL, 1.0, minimum=0.01),
     )
     if problems:
         raise ConfigError("invalid sidecar configuration:\n  - " + "\n  - ".join(problems))

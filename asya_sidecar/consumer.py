@@ -4,6 +4,10 @@ This is the I/O shell around routing.py. For each delivery it parses the envelop
 the runtime, asks routing for a decision, sends every output and acks the input only after
 all of them are confirmed, so a crash anywhere can duplicate an envelope but never lose one.
 
+With a gateway configured (reporting.py), the reporter learns what happens to each envelope
+(plain appends, posted in the background) and an envelope of a canceled task is finished
+without calling the handler; without one there is no reporter and no per-envelope work.
+
 When the runtime stops answering, the delivery in hand is requeued, consumption pauses (and
 /healthz turns 503) until the runtime is back. On stop, no new deliveries are taken, work in
 flight gets `shutdown_timeout` seconds to finish, and whatever is still running is requeued.
@@ -29,6 +33,7 @@ from asya_sidecar.envelope import Invalid, Reason
 from asya_sidecar.events import EventForwarder
 from asya_sidecar.logs import envelope_context
 from asya_sidecar.metrics import SidecarMetrics
+from asya_sidecar.reporting import Hop, Reporter, outcome_reports
 from asya_sidecar.runtime_client import (
     Frames,
     RuntimeClient,
@@ -73,6 +78,7 @@ class Consumer:
         runtime: RuntimeClient,
         metrics: SidecarMetrics,
         events: EventForwarder,
+        reporter: Reporter | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self.config = config
@@ -82,6 +88,8 @@ class Consumer:
         self.runtime = runtime
         self.metrics = metrics
         self.events = events
+        # None unless ASYA_GATEWAY_URL is set (and never on crew actors): reporting.from_config.
+        self.reporter = reporter
         self.clock = clock
         self.runtime_up = asyncio.Event()
         self._runtime_down = asyncio.Event()
@@ -200,22 +208,28 @@ class Consumer:
         self.metrics.received.inc()
         heartbeat = self._keep_leased(delivery)
         try:
-            decision = await self._decide(delivery)
-            if decision is None:
+            decided = await self._decide(delivery)
+            if decided is None:
                 await _quietly(delivery.nack())
                 self.metrics.processed("requeued")
                 return
+            decision, hop = decided
             try:
                 await self._carry_out(decision)
             except MessageTooLarge as exc:
                 # The broker's own encoding made a result too large (SQS base64s bodies that
                 # are not plain text): treat it as the oversize result it is.
-                decision = self._oversize(delivery.body, exc)
+                decision, hop = self._oversize(delivery.body, exc), None
                 await self._carry_out(decision)
             await delivery.ack()
             self.metrics.processed(decision.outcome)
             if decision.reason is not None:
                 self.metrics.failed(decision.reason)
+            if hop is not None and self.reporter is not None:
+                # Only now that every output is confirmed: a `routed` report is never ahead
+                # of the envelope it describes.
+                at = envelope.timestamp(self.clock())
+                self.reporter.report_all(outcome_reports(hop, decision, at=at))
         except TransportError as exc:
             log.warning("could not send results, requeueing the input: %s", exc)
             await _quietly(delivery.nack())
@@ -229,8 +243,9 @@ class Consumer:
                 heartbeat.cancel()
             self.metrics.processing_seconds.observe(time.perf_counter() - started)
 
-    async def _decide(self, delivery: Delivery) -> routing.Decision | None:
-        """The decision for one delivery, or None when it must be requeued untouched."""
+    async def _decide(self, delivery: Delivery) -> tuple[routing.Decision, Hop | None] | None:
+        """The decision for one delivery and, when reporting, the hop to report its outcome
+        under; None when the delivery must be requeued untouched."""
         body = delivery.body
         parsed = envelope.parse(body, actor=self.config.actor)
         if isinstance(parsed, Invalid):
@@ -243,20 +258,34 @@ class Consumer:
                 parsed.message,
                 extra={"reason": str(parsed.reason)},
             )
-            return routing.reject(body, parsed, ctx)
+            return routing.reject(body, parsed, ctx), None
         ctx = self._context(parsed.headers)
         with envelope_context(envelope_id=parsed.id, trace_id=ctx.trace.trace_id):
+            reporter, hop = self.reporter, None
+            if reporter is not None:
+                if routing.is_canceled(parsed, reporter.canceled):
+                    log.info(
+                        "the task was canceled; finishing without calling the handler",
+                        extra={"reason": str(Reason.CANCELED)},
+                    )
+                    return routing.canceled(parsed, ctx), None
+                hop = Hop(parsed, self.config.actor)
+                received_at = envelope.timestamp(ctx.now)
+                reporter.report(hop.report("received", received_at))
             if routing.past_deadline(parsed, ctx):
                 log.info(
                     "deadline passed before the call; failing with Timeout",
                     extra={"reason": str(Reason.TIMEOUT)},
                 )
-                return routing.expired(parsed, ctx)
+                return routing.expired(parsed, ctx), hop
+            if reporter is not None and hop is not None:
+                reporter.report(hop.report("processing", received_at))
             called = time.perf_counter()
             try:
                 result = await self.runtime.invoke(body, timeout=self.config.actor_timeout)
             except RuntimeUnavailable as exc:
-                return self._runtime_failed(parsed, exc, delivery, body=body, ctx=ctx)
+                failed = self._runtime_failed(parsed, exc, delivery, body=body, ctx=ctx)
+                return None if failed is None else (failed, hop)
             except RuntimeTimeout as exc:
                 log.warning("%s", exc)
                 details = wire.error_details(
@@ -264,13 +293,16 @@ class Consumer:
                     str(exc),
                     mro=[routing.ACTOR_TIMEOUT, "TimeoutError", "OSError", "Exception"],
                 )
-                return routing.handler_failed(
+                timed_out = routing.handler_failed(
                     parsed, details, body=body, reason=Reason.TIMEOUT, ctx=ctx
                 )
+                return timed_out, hop
             finally:
                 self.metrics.runtime_seconds.observe(time.perf_counter() - called)
             if isinstance(result, Frames) and result.fly:
                 self.events.forward(result.fly, envelope_id=parsed.id)
+                if reporter is not None and hop is not None:
+                    reporter.report(hop.fly(result.fly, envelope.timestamp(self.clock())))
             decision = routing.decide(parsed, result, body=body, ctx=ctx)
             if decision.reason is not None:
                 log.info(
@@ -279,7 +311,7 @@ class Consumer:
                     decision.reason,
                     extra={"reason": str(decision.reason)},
                 )
-            return decision
+            return decision, hop
 
     def _runtime_failed(
         self,

@@ -42,6 +42,7 @@ class Reason(StrEnum):
     TIMEOUT = "Timeout"
     POLICY_EXHAUSTED = "PolicyExhausted"
     POLICY_ROUTED = "PolicyRouted"
+    CANCELED = "Canceled"  # the task was canceled at the gateway; the handler was not called
 
 
 @dataclass(frozen=True)

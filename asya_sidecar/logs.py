@@ -84,8 +84,9 @@ def configure(*, actor: str, level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aio-pika and aiormq narrate every reconnect attempt at INFO; ours say what matters.
-    for noisy in ("aio_pika", "aiormq"):
+    # aio-pika and aiormq narrate every reconnect attempt at INFO, httpx every request (the
+    # gateway reports post once a second); ours say what matters.
+    for noisy in ("aio_pika", "aiormq", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import asya_transports as transports
 from asya_shared import env as variables
 from asya_sidecar import config as sidecar_config
-from asya_sidecar import logs
+from asya_sidecar import logs, reporting
 from asya_sidecar.admin_server import AdminServer
 from asya_sidecar.config import SidecarConfig
 from asya_sidecar.consumer import Consumer
@@ -76,6 +76,11 @@ async def serve(config: SidecarConfig, transport: Broker) -> int:
     metrics = SidecarMetrics(config.actor)
     runtime = RuntimeClient(config.socket_path, pool_size=config.concurrency)
     events = EventForwarder(url=config.events_url, actor=config.actor, metrics=metrics)
+    reporter = reporting.from_config(config, metrics)
+    reporter_task = None
+    if reporter is not None:
+        log.info("reporting envelope status to %s every %gs", reporter.url, reporter.interval)
+        reporter_task = asyncio.create_task(reporter.run())
     consumer = Consumer(
         config=config,
         transport=transport,
@@ -83,6 +88,7 @@ async def serve(config: SidecarConfig, transport: Broker) -> int:
         runtime=runtime,
         metrics=metrics,
         events=events,
+        reporter=reporter,
     )
     admin = None
     if config.metrics_port:
@@ -114,6 +120,10 @@ async def serve(config: SidecarConfig, transport: Broker) -> int:
     finally:
         if admin is not None:
             await admin.stop()
+        if reporter is not None and reporter_task is not None:
+            reporter_task.cancel()
+            await asyncio.gather(reporter_task, return_exceptions=True)
+            await reporter.close()  # the last reports, those of the envelopes just drained
         await events.close()
         await runtime.close()
     log.info("stopped")

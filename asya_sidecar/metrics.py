@@ -26,7 +26,7 @@ class SidecarMetrics:
         self._processed = Counter(
             "asya_sidecar_envelopes_processed_total",
             "Envelopes settled, by outcome (routed, succeeded, failed, sumped, retried, done, "
-            "requeued).",
+            "canceled, requeued).",
             ["actor", "outcome"], registry=r,
         )  # fmt: skip
         self._sent = Counter(
@@ -57,6 +57,20 @@ class SidecarMetrics:
         ).labels(actor)  # fmt: skip
         self.fly_events = Counter(
             "asya_sidecar_fly_events_total", "Side events (FLY) emitted by the handler.",
+            ["actor"], registry=r,
+        ).labels(actor)  # fmt: skip
+        # Status reports to the gateway (reporting.py); only moved when ASYA_GATEWAY_URL is set.
+        self._report_batches = Counter(
+            "asya_sidecar_report_batches_total",
+            "Batches of status reports posted to the gateway, by result (sent, failed).",
+            ["actor", "result"], registry=r,
+        )  # fmt: skip
+        self.report_batches_sent = self._report_batches.labels(actor, "sent")
+        self.report_batches_failed = self._report_batches.labels(actor, "failed")
+        self.reports_dropped = Counter(
+            "asya_sidecar_reports_dropped_total",
+            "Status reports dropped: the gateway was unreachable and the buffer was full, or "
+            "it refused a batch.",
             ["actor"], registry=r,
         ).labels(actor)  # fmt: skip
         self._children: dict[tuple[int, str], Counter] = {}

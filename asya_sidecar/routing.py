@@ -11,12 +11,16 @@ actor's own queue after a delay, go on to the policy's thenRoute, or finish as f
 Crew actors (x-sink, x-sump) are the end of every road: what they finish goes nowhere, and a
 failure of theirs (a result store that is down) is retried later on their own queue, never
 sent to x-sink, which would loop. Deadlines do not apply to them: results are always kept.
+
+A task canceled at the gateway is finished at its next hop without calling the handler
+(`canceled`): phase "canceled", reason "Canceled", no error, to x-sink, which records it and
+does not hand it to x-sump.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -39,6 +43,7 @@ class Outcome(StrEnum):
     SUMPED = "sumped"  # unusable input or result: x-sump
     RETRIED = "retried"  # sent back to this actor's own queue, to be tried again later
     DONE = "done"  # a crew actor finished; nothing more to send
+    CANCELED = "canceled"  # canceled at the gateway: x-sink, phase canceled, handler not called
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,9 @@ class Output:
     actor: str  # where it goes; the consumer maps actors to queues
     body: bytes
     delay: float = 0.0
+    # The envelope `body` encodes, for the status reports about it (reporting.py); None for
+    # what goes to x-sump, which x-sump itself reports.
+    fields: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,31 @@ def decide(env: Envelope, result: Result, *, body: bytes, ctx: Context) -> Decis
     return reject(body, Invalid(Reason.INVALID_RESULT, result.message, env.fields), ctx)
 
 
+def is_canceled(env: Envelope, canceled: Collection[str]) -> bool:
+    """Whether the envelope belongs to a canceled task: its own id, or the task it was fanned
+    out from (`parent_id`), is among the `canceled` ids the gateway announced."""
+    if not canceled:
+        return False
+    return env.id in canceled or env.fields.get("parent_id") in canceled
+
+
+def canceled(env: Envelope, ctx: Context) -> Decision:
+    """The task was canceled: finish the envelope here without calling the handler.
+
+    It goes to x-sink like any finished envelope (so the cancellation is recorded with the
+    payload as it stood), with no error, so x-sink does not pass it on to x-sump.
+    """
+    done = envelope.finish(
+        env,
+        phase=Phase.CANCELED,
+        headers=_traced(env.headers, ctx),
+        now=ctx.now,
+        reason=Reason.CANCELED,
+    )
+    output = Output(names.SINK, envelope.encode(done), fields=done)
+    return Decision(Outcome.CANCELED, (output,), Reason.CANCELED)
+
+
 def past_deadline(env: Envelope, ctx: Context) -> bool:
     return env.deadline is not None and ctx.now >= env.deadline and not ctx.is_crew
 
@@ -147,14 +180,14 @@ def handler_failed(
             env, attempt=step.attempt, max_attempts=policy.max_attempts, retrying_since=since,
             headers=headers, now=ctx.now, reason=reason, error=details,
         )  # fmt: skip
-        output = Output(ctx.actor, envelope.encode(again), delay=step.delay)
+        output = Output(ctx.actor, envelope.encode(again), delay=step.delay, fields=again)
         return Decision(Outcome.RETRIED, (output,), reason)
     if isinstance(step, RouteTo):
         destination, rerouted = envelope.reroute(
             env, step.actors, headers=headers, now=ctx.now, reason=Reason.POLICY_ROUTED,
             error=details,
         )  # fmt: skip
-        output = Output(destination, envelope.encode(rerouted))
+        output = Output(destination, envelope.encode(rerouted), fields=rerouted)
         return Decision(Outcome.ROUTED, (output,), Reason.POLICY_ROUTED)
     assert isinstance(step, GiveUp)
     if step.by_deadline:
@@ -191,7 +224,7 @@ def _finished(env: Envelope, ctx: Context) -> Decision:
     done = envelope.finish(
         env, phase=Phase.SUCCEEDED, headers=_traced(env.headers, ctx), now=ctx.now
     )
-    return Decision(Outcome.SUCCEEDED, (Output(names.SINK, envelope.encode(done)),))
+    return Decision(Outcome.SUCCEEDED, (Output(names.SINK, envelope.encode(done), fields=done),))
 
 
 def _route_frames(
@@ -222,7 +255,7 @@ def _route_frames(
                 f"{ctx.max_message_bytes}"
             )
             return reject(body, Invalid(Reason.OVERSIZE_RESULT, message, env.fields), ctx)
-        outputs.append(Output(destination, data))
+        outputs.append(Output(destination, data, fields=out))
     if not outputs:
         return Decision(Outcome.DONE)
     if all(output.actor == names.SINK for output in outputs):

@@ -1,4 +1,5 @@
-"""Operator configuration: the transports actors may use, the sidecar image, watched namespaces.
+"""Operator configuration: the transports actors may use, the sidecar image, watched namespaces,
+and the gateway actors report to.
 
 Platform teams write it once (Helm values -> a ConfigMap mounted as a YAML file, path in
 `ASYA_OPERATOR_CONFIG`). Credentials are never literals: a transport names a Secret (in the
@@ -9,6 +10,7 @@ reports every problem at once.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 CONFIG_ENV = "ASYA_OPERATOR_CONFIG"
 DEFAULT_SIDECAR_IMAGE = "ghcr.io/asya-dev/asya:0.1.0"
+# http(s)://host[:port][/path]: a user or password has no place in an internal URL that every
+# pod's spec shows, and the reporter appends its own path, so no query or fragment either.
+GATEWAY_URL = re.compile(r"^https?://[^/@\s?#:]+(:[0-9]{1,5})?(/[^\s?#]*)?$")
 
 
 class Model(BaseModel):
@@ -124,6 +129,28 @@ class Sidecar(Model):
     )
 
 
+class Gateway(Model):
+    """The gateway's internal base URL (its Service on the internal port): every sidecar, and
+    the crew's handlers, report there as ASYA_GATEWAY_URL (docs/gateway.md)."""
+
+    url: str = Field(
+        description="http(s)://host[:port][/path], no credentials, e.g. "
+        "http://asya-gateway-internal.asya-gateway.svc:8081"
+    )
+
+    @model_validator(mode="after")
+    def _checks(self) -> Gateway:
+        if not GATEWAY_URL.match(self.url):
+            # A password in the URL stays out of the message (and so out of the logs).
+            shown = re.sub(r"//[^/@]*@", "//***@", self.url)
+            raise ValueError(
+                f"gateway.url {shown!r} is not an http(s) URL without credentials, query "
+                "or fragment; use the internal Service of the asya-gateway chart, e.g. "
+                "http://asya-gateway-internal.asya-gateway.svc:8081"
+            )
+        return self
+
+
 class OperatorConfig(Model):
     transports: dict[str, TransportConfig] = Field(default_factory=dict)
     default_transport: str | None = Field(None, alias="defaultTransport")
@@ -139,6 +166,9 @@ class OperatorConfig(Model):
     )
     operator_namespace: str = Field("asya-system", alias="operatorNamespace")
     queue_refresh_seconds: int = Field(30, alias="queueRefreshSeconds", ge=5, le=3600)
+    gateway: Gateway | None = Field(
+        None, description="The gateway actors report to; none: actors report nothing."
+    )
 
     @model_validator(mode="after")
     def _default_known(self) -> OperatorConfig:

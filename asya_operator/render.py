@@ -560,6 +560,7 @@ def _runtime_container(actor: AsyncActor, base: Obj | None, config: OperatorConf
         _value(env.HANDLER, spec.handler),
         _value(env.SOCKET_DIR, SOCKET_DIR),
         _value(env.RUNTIME_CONCURRENCY, spec.concurrency),
+        *_crew_gateway_env(actor, config, user_env),
     ]
     container.update(
         name=RUNTIME_CONTAINER,
@@ -590,6 +591,21 @@ def _runtime_container(actor: AsyncActor, base: Obj | None, config: OperatorConf
     for probe, value in _runtime_probes().items():
         container.setdefault(probe, value)
     return _harden_container(container, where)
+
+
+def _gateway_env(config: OperatorConfig) -> list[Obj]:
+    """ASYA_GATEWAY_URL when the configuration names a gateway; nothing otherwise, so an
+    installation without one renders exactly what it did before."""
+    return [] if config.gateway is None else [_value(env.GATEWAY_URL, config.gateway.url)]
+
+
+def _crew_gateway_env(actor: AsyncActor, config: OperatorConfig, user_env: list[Obj]) -> list[Obj]:
+    """The crew's handlers report the terminal status (x-sink) and the failures that never
+    reach x-sink (x-sump), so they need the URL as much as their sidecars do: without it
+    every task would stay running. An ASYA_GATEWAY_URL of the actor's own spec.env wins."""
+    if actor.actor not in names.CREW or any(i["name"] == env.GATEWAY_URL for i in user_env):
+        return []
+    return _gateway_env(config)
 
 
 def _built_in_image(handler: str, config: OperatorConfig) -> str | None:
@@ -631,6 +647,7 @@ def _sidecar_container(
         _value(env.SHUTDOWN_TIMEOUT, shutdown_timeout(spec.termination_grace_period_seconds)),
         # Explicit because the probe and the scrape annotations depend on it.
         _value(env.METRICS_PORT, METRICS_PORT),
+        *_gateway_env(config),
         *wiring.env,
         *(item for item in spec.env if item.get("name") in env.SIDECAR_PASSTHROUGH),
     ]

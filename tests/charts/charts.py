@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CHARTS = ROOT / "charts"
 OPERATOR = CHARTS / "asya-operator"
 CREW = CHARTS / "asya-crew"
+GATEWAY = CHARTS / "asya-gateway"
 VALUES = Path(__file__).resolve().parent / "values"
 OPERATOR_NAMESPACE = "asya-system"
 CREW_NAMESPACE = "asya-crew"
+GATEWAY_NAMESPACE = "asya-gateway"
 NONROOT = 65532
 
 Obj = dict[str, Any]

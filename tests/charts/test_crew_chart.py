@@ -235,6 +235,46 @@ def test_scaling_follows_the_values(stem: str, values: dict[str, Any]) -> None:
             assert deployment["spec"]["replicas"] == settings["replicas"]
 
 
+def gateway_urls(objects: list[Obj]) -> tuple[list[Obj], list[Obj]]:
+    """The ASYA_GATEWAY_URL entries of the runtime and of the sidecar."""
+    found = containers(one(objects, "Deployment"))
+    return (
+        [i for i in found[RUNTIME_CONTAINER]["env"] if i["name"] == env.GATEWAY_URL],
+        [i for i in found[SIDECAR_CONTAINER]["env"] if i["name"] == env.GATEWAY_URL],
+    )
+
+
+def url_entry(url: str | None) -> list[Obj]:
+    return [] if url is None else [{"name": env.GATEWAY_URL, "value": url}]
+
+
+@pytest.mark.parametrize(("stem", "values"), PAIRED)
+def test_crew_reports_to_the_gateway(stem: str, values: dict[str, Any]) -> None:
+    # x-sink reports each task's final status, x-sump the failures: the handlers need the
+    # URL (this chart's, else the operator's), the sidecars the operator's.
+    crew_url = chart(CREW).merge_values(values)["gateway"]["url"] or None
+    gateway = operator_config_for(stem).gateway
+    operator_url = gateway.url if gateway is not None else None
+    for name, actor in actors(values).items():
+        assert [i for i in actor["spec"]["env"] if i["name"] == env.GATEWAY_URL] == url_entry(
+            crew_url
+        ), name
+    for name, objects in through_the_operator(stem, values).items():
+        runtime, sidecar = gateway_urls(objects)
+        assert runtime == url_entry(crew_url or operator_url), name
+        assert sidecar == url_entry(operator_url), name
+
+
+def test_crew_gateway_url_wins_for_the_handlers_only() -> None:
+    # The operator's values name a gateway; the crew's point elsewhere.
+    assert operator_config_for("rabbitmq").gateway is not None
+    values = {"gateway": {"url": "http://other-gateway.asya.svc:8081"}}
+    for objects in through_the_operator("rabbitmq", values).values():
+        runtime, sidecar = gateway_urls(objects)
+        assert runtime == url_entry("http://other-gateway.asya.svc:8081")
+        assert sidecar == url_entry("http://asya-gateway-internal.asya-gateway.svc:8081")
+
+
 def test_pod_template_settings_reach_the_pod() -> None:
     values = values_file(VALUES / "crew" / "pubsub.yaml")
     for objects in through_the_operator("pubsub", values).values():

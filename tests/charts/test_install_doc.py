@@ -1,5 +1,5 @@
-"""docs/install.md: every values example installs as shown, and the RBAC it lists is what the
-operator chart grants."""
+"""docs/install.md: every values example installs as shown, the RBAC it lists is what the
+operator chart grants, and the gateway it shows is the one the operator example reports to."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from asya_operator.models import AsyncActor
 from tests.charts.charts import (
     CREW,
     CREW_NAMESPACE,
+    GATEWAY,
+    GATEWAY_NAMESPACE,
     OPERATOR,
     OPERATOR_NAMESPACE,
     ROOT,
@@ -32,6 +34,7 @@ from tests.support.schemas import CrdValidator, validate
 DOC = ROOT / "docs" / "install.md"
 OPERATOR_MARK = "# asya-operator values\n"
 CREW_MARK = "# asya-crew values\n"
+GATEWAY_MARK = "# asya-gateway values\n"
 
 
 def examples() -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
@@ -44,6 +47,8 @@ def examples() -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
             found.append(("asya-operator", last_operator, None))
         elif block.startswith(CREW_MARK):
             found.append(("asya-crew", yaml.safe_load(block), last_operator))
+        elif block.startswith(GATEWAY_MARK):
+            found.append(("asya-gateway", yaml.safe_load(block), None))
     return found
 
 
@@ -53,7 +58,7 @@ IDS = [f"{chart}-{i}" for i, (chart, _, _) in enumerate(EXAMPLES)]
 
 def test_the_doc_has_examples_for_both_charts_and_every_transport() -> None:
     charts = {chart for chart, _, _ in EXAMPLES}
-    assert charts == {"asya-operator", "asya-crew"}
+    assert charts == {"asya-operator", "asya-crew", "asya-gateway"}
     types = {
         transport["type"]
         for chart, values, _ in EXAMPLES
@@ -70,6 +75,12 @@ def test_example_installs(
     operator_values: dict[str, Any] | None,
     tmp_path: Path,
 ) -> None:
+    if chart == "asya-gateway":
+        objects = render(GATEWAY, values, GATEWAY_NAMESPACE)
+        validate(objects)
+        for where, pod in pod_templates(objects).items():
+            assert_restricted(pod, where)
+        return
     if chart == "asya-operator":
         objects = render(OPERATOR, values, OPERATOR_NAMESPACE)
         validate(objects)
@@ -106,3 +117,24 @@ def test_rbac_table_is_what_the_chart_grants() -> None:
     objects = render(OPERATOR, {}, OPERATOR_NAMESPACE)
     granted = {(g.group, g.resource, g.verb) for g in grants(objects)}
     assert documented == granted
+
+
+def test_operator_example_reports_to_the_gateway_example() -> None:
+    (gateway_values,) = [values for chart, values, _ in EXAMPLES if chart == "asya-gateway"]
+    urls = [
+        values["gateway"]["url"]
+        for chart, values, _ in EXAMPLES
+        if chart == "asya-operator" and "gateway" in values
+    ]
+    assert urls, "no operator example sets gateway.url"
+    # The gateway installed as the doc says (release asya-gateway in asya-gateway).
+    objects = render(GATEWAY, gateway_values, GATEWAY_NAMESPACE)
+    (internal,) = [
+        s for s in of_kind(objects, "Service") if s["metadata"]["name"].endswith("-internal")
+    ]
+    port = internal["spec"]["ports"][0]["port"]
+    expected = f"http://{internal['metadata']['name']}.{GATEWAY_NAMESPACE}.svc:{port}"
+    assert set(urls) == {expected}
+    assert f"helm install asya-gateway charts/asya-gateway -n {GATEWAY_NAMESPACE}" in (
+        DOC.read_text()
+    )

@@ -262,6 +262,32 @@ def test_configuration_is_accepted_by_the_operator(values: dict[str, Any], tmp_p
     assert config.crew_namespace == (values.get("crewNamespace") or None)
     assert config.operator_namespace == OPERATOR_NAMESPACE
     assert config.queue_refresh_seconds == values.get("queueRefreshSeconds", 30)
+    url = values.get("gateway", {}).get("url")
+    assert config.gateway == (operator_config.Gateway(url=url) if url else None)
+
+
+def test_gateway_url_is_passed_on_only_when_set() -> None:
+    text = operator_yaml(rendered(values_of("rabbitmq")))
+    assert yaml.safe_load(text)["gateway"] == {
+        "url": "http://asya-gateway-internal.asya-gateway.svc:8081"
+    }
+    # Unset or empty: no `gateway` key at all, so actors render as they did without one.
+    for values in ({}, {"gateway": {"url": ""}}):
+        assert "gateway" not in yaml.safe_load(operator_yaml(rendered(values)))
+
+
+def test_notes_say_where_actors_report() -> None:
+    def notes(values: dict[str, Any]) -> str:
+        templates = chart(OPERATOR).render(
+            values, name="asya-operator", namespace=OPERATOR_NAMESPACE
+        )
+        text: str = templates["asya-operator/templates/NOTES.txt"]
+        return text
+
+    assert "actors report to http://asya-gateway-internal.asya-gateway.svc:8081" in notes(
+        values_of("rabbitmq")
+    )
+    assert "install charts/asya-gateway, then set gateway.url" in notes({})
 
 
 def test_sidecar_defaults_to_the_operator_image(tmp_path: Path) -> None:
@@ -292,6 +318,7 @@ def test_configuration_change_rolls_the_pod() -> None:
     assert base == checksum({"podAnnotations": {"unrelated": "change"}})
     assert base != checksum({"queueRefreshSeconds": 31})
     assert base != checksum(values_of("sqs"))
+    assert base != checksum({"gateway": {"url": "http://gateway.asya.svc:8081"}})
     # The annotation is the digest of the whole rendered ConfigMap (metadata included).
     text = render_configmap({})
     assert base == hashlib.sha256(text.encode()).hexdigest()

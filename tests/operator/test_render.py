@@ -1029,3 +1029,109 @@ def test_metadata_name_must_fit_a_label_value() -> None:
     dotted = render(make_actor("infer.v2", actor="infer-v2"), CONFIG, runtime_source=RUNTIME)
     validate(dotted)
     assert by_kind(dotted)["Deployment"]["metadata"]["name"] == "infer.v2"
+
+
+# ------------------------------------------------------------------------------- gateway
+
+GATEWAY_URL = "http://asya-gateway-internal.asya-gateway.svc:8081"
+WITH_GATEWAY = operator_config.parse(
+    {
+        "transports": TRANSPORTS,
+        "defaultTransport": "rabbitmq-url",
+        "gateway": {"url": GATEWAY_URL},
+    }
+)
+
+
+def gateway_entries(container: dict[str, Any]) -> list[dict[str, Any]]:
+    return [item for item in container.get("env", []) if item["name"] == env.GATEWAY_URL]
+
+
+@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
+def test_every_sidecar_reports_to_the_configured_gateway(transport: str) -> None:
+    scaling = {"enabled": transport != "pubsub-emulator"}
+    actor = make_actor(transport=transport, scaling=scaling)
+    objects = render(actor, WITH_GATEWAY, runtime_source=RUNTIME)
+    validate(objects)
+    containers = all_containers(objects)
+    assert gateway_entries(containers[SIDECAR_CONTAINER]) == [
+        {"name": env.GATEWAY_URL, "value": GATEWAY_URL}
+    ]
+    # An ordinary handler does not report: only its sidecar does.
+    assert gateway_entries(containers[RUNTIME_CONTAINER]) == []
+    # ... which the sidecar's own loader takes as the URL it reports to.
+    loaded = sidecar_config.load(literal_env(containers[SIDECAR_CONTAINER]))
+    assert loaded.gateway_url == GATEWAY_URL
+
+
+def test_without_a_gateway_nothing_changes() -> None:
+    """No `gateway` in the configuration: the objects are exactly those of a configuration
+    that never heard of one, and no container has the variable."""
+    actor = make_actor(transport="sqs-secret")
+    plain = operator_config.parse({"transports": TRANSPORTS})
+    assert plain.gateway is None
+    objects = render(actor, plain, runtime_source=RUNTIME)
+    for container in all_containers(objects).values():
+        assert gateway_entries(container) == []
+    sidecar = all_containers(objects)[SIDECAR_CONTAINER]
+    assert sidecar_config.load(literal_env(sidecar)).gateway_url is None
+    with_gateway = render(actor, WITH_GATEWAY, runtime_source=RUNTIME)
+    # The one difference a gateway makes to an ordinary actor is that one variable.
+    for container in all_containers(with_gateway).values():
+        container["env"] = [i for i in container["env"] if i["name"] != env.GATEWAY_URL]
+    assert with_gateway == objects
+
+
+@pytest.mark.parametrize("crew", names.CREW)
+def test_crew_handlers_report_too(crew: str) -> None:
+    handler = "asya_crew.sink.Sink.handle" if crew == names.SINK else "asya_crew.sump.Sump.handle"
+    actor = make_actor(crew, "asya-crew", handler=handler, image="ghcr.io/asya-dev/asya:0.1.0")
+    containers = all_containers(render(actor, WITH_GATEWAY, runtime_source=RUNTIME))
+    expected = [{"name": env.GATEWAY_URL, "value": GATEWAY_URL}]
+    assert gateway_entries(containers[SIDECAR_CONTAINER]) == expected
+    assert gateway_entries(containers[RUNTIME_CONTAINER]) == expected
+    # The crew's own spec.env wins for its handler, once; the sidecar keeps the operator's.
+    own = [{"name": env.GATEWAY_URL, "value": "http://other.asya.svc:8081"}]
+    actor = make_actor(crew, "asya-crew", handler=handler, image="i:1", env=own)
+    objects = render(actor, WITH_GATEWAY, runtime_source=RUNTIME)
+    validate(objects)
+    containers = all_containers(objects)
+    assert gateway_entries(containers[RUNTIME_CONTAINER]) == own
+    assert gateway_entries(containers[SIDECAR_CONTAINER]) == expected
+    # Without a gateway in the configuration, the crew's handlers get nothing either.
+    containers = all_containers(render(make_actor(crew, "c", handler=handler), CONFIG))
+    assert gateway_entries(containers[RUNTIME_CONTAINER]) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://asya-gateway-internal.asya-gateway.svc:8081",
+        "https://gateway.example.com",
+        "http://10.0.0.7:8081/",
+        "http://gateway/asya",
+    ],
+)
+def test_gateway_urls_the_configuration_takes(url: str) -> None:
+    config = operator_config.parse({"gateway": {"url": url}})
+    assert config.gateway is not None
+    assert config.gateway.url == url
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"gateway": {"url": "http://asya:hunter2@gateway:8081"}},
+        {"gateway": {"url": "gateway:8081"}},
+        {"gateway": {"url": "ftp://gateway:8081"}},
+        {"gateway": {"url": "http://gateway:8081/?token=x"}},
+        {"gateway": {"url": "http://gateway:port"}},
+        {"gateway": {"url": ""}},
+        {"gateway": {}},
+        {"gateway": {"url": "http://gateway:8081", "timeout": 5}},
+    ],
+)
+def test_gateway_urls_the_configuration_refuses(config: dict[str, Any]) -> None:
+    with pytest.raises(operator_config.OperatorConfigError, match="gateway") as caught:
+        operator_config.parse(config)
+    assert "hunter2" not in str(caught.value)

@@ -90,6 +90,10 @@ spec:
           name: {{ $secret.name }}
           key: {{ dig "keys" "secretAccessKey" "secretAccessKey" $secret }}
     {{- end }}
+    {{- with $values.gateway.url }}
+    - name: ASYA_GATEWAY_URL
+      value: {{ . | quote }}
+    {{- end }}
     {{- with $values.env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

@@ -73,6 +73,9 @@ and where the pod's own credentials come from.
 {{- end -}}
 {{- $_ := set $config "operatorNamespace" .Release.Namespace -}}
 {{- $_ := set $config "queueRefreshSeconds" .Values.queueRefreshSeconds -}}
+{{- with .Values.gateway.url -}}
+{{- $_ := set $config "gateway" (dict "url" .) -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
 

@@ -1,8 +1,11 @@
 """`asya dev PATH...`: run a pipeline of AsyncActor manifests on this machine.
 
-Starts a runtime and a sidecar per actor plus the crew, over the embedded transport (or a
-local broker), prints a line with `ready` when every actor accepts work, and runs until
-SIGINT/SIGTERM. Handlers are imported from the current directory; `image` is ignored.
+Starts a runtime and a sidecar per actor plus the crew and a gateway, over the embedded
+transport (or a local broker), prints a line with `ready` (and the gateway's URL) when every
+actor accepts work, and runs until SIGINT/SIGTERM. Handlers are imported from the current
+directory; `image` is ignored. The gateway keeps its tasks in `STATE_DIR/gateway.db`, serves
+the flows of every flows.yaml under PATH (see dev_flows.py), and its URL is written to
+`STATE_DIR/gateway.url` for `asya submit` and the other task commands.
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 import asya_transports as transports
-from asya_cli import manifests
+from asya_cli import dev_flows, manifests
 from asya_cli.local_pipeline import LocalPipeline
 from asya_cli.send import add_transport_arguments
 from asya_cli.supervisor import SupervisorError
@@ -40,7 +44,56 @@ def add_parser(commands: Any) -> None:
         metavar="SECONDS",
         help="give up if not ready after this long (default 120)",
     )
+    parser.add_argument(
+        "--gateway-port",
+        type=_port,
+        metavar="PORT",
+        help=f"port of the gateway's public API (default {DEFAULT_GATEWAY_PORT}, or a free "
+        "port when that one is taken; 0: a free port)",
+    )
     parser.set_defaults(func=run)
+
+
+DEFAULT_GATEWAY_PORT = 8080
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not between 0 and 65535")
+    return port
+
+
+def gateway_port(requested: int | None) -> tuple[int, str | None]:
+    """The port to run the gateway on, and a note when it is not the one asked for.
+
+    The default (8080) gives way to a free port when something already listens there, so
+    two `asya dev` can run side by side; a port asked for explicitly must be free.
+    Raises OSError when an explicitly requested port is taken."""
+    if requested == 0:
+        return 0, None
+    port = DEFAULT_GATEWAY_PORT if requested is None else requested
+    if _bindable(port):
+        return port, None
+    if requested is not None:
+        raise OSError(
+            f"port {port} is in use; pick another with --gateway-port, or 0 for a free one"
+        )
+    return 0, f"port {port} is in use, so the gateway takes a free port"
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        # As uvicorn binds: a port in TIME_WAIT after a previous run is still usable.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,13 +102,26 @@ def run(args: argparse.Namespace) -> int:
     except manifests.ManifestError as exc:
         print(f"asya dev: {exc}", file=sys.stderr)
         return 2
+    from asya_gateway.flows import FlowsError
+
+    state_dir = Path(args.state_dir)
+    try:
+        flows = dev_flows.prepare(args.paths, state_dir.resolve())
+        port, note = gateway_port(args.gateway_port)
+    except (FlowsError, dev_flows.FlowsConflict, OSError) as exc:
+        print(f"asya dev: {exc}", file=sys.stderr)
+        return 2
+    if note:
+        print(f"asya dev: {note}", flush=True)
     pipeline = LocalPipeline(
         actors,
         transport=args.transport,
-        state_dir=Path(args.state_dir),
+        state_dir=state_dir,
         namespace=args.namespace,
         workdir=Path.cwd(),
         out=sys.stdout,
+        gateway_port=port,
+        flows=flows,
     )
     return asyncio.run(_serve(pipeline, args.ready_timeout))
 
@@ -68,9 +134,11 @@ async def _serve(pipeline: LocalPipeline, ready_timeout: float) -> int:
     code = 0
     try:
         await pipeline.start(ready_timeout)
+        gateway = "" if pipeline.gateway is None else f"; gateway {pipeline.gateway.url}"
         print(
             f"asya dev: ready: {', '.join(a.name for a in pipeline.actors)} + crew on "
-            f"{pipeline.settings.transport}; results in {pipeline.state_dir / 'results'}",
+            f"{pipeline.settings.transport}; results in {pipeline.state_dir / 'results'}"
+            f"{gateway}",
             flush=True,
         )
         failure = pipeline.supervisor.failure

@@ -1,7 +1,9 @@
 """Which processes `asya dev` runs for a set of actors: a pure function of the manifests.
 
 Per actor, as in a pod: a runtime (the user's handler, imported from the working directory)
-and a sidecar. Plus the crew, x-sink and x-sump, writing results under the state directory.
+and a sidecar. Plus the crew, x-sink and x-sump, writing results under the state directory,
+and, when asked for, a gateway (`asya gateway`, its store a SQLite file in the state
+directory) that every sidecar and crew process reports to.
 """
 
 from __future__ import annotations
@@ -30,6 +32,21 @@ class ProcessSpec:
 
 
 @dataclass(frozen=True)
+class GatewayPlan:
+    port: int  # the public API
+    internal_port: int  # where sidecars and the crew report
+    flows: Path | None = None  # the flows file to serve, if any
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def internal_url(self) -> str:
+        return f"http://127.0.0.1:{self.internal_port}"
+
+
+@dataclass(frozen=True)
 class DevSettings:
     transport: str
     namespace: str
@@ -48,14 +65,29 @@ def sump_url(state_dir: Path) -> str:
     return f"file://{state_dir / 'sump'}"
 
 
+def gateway_store_url(state_dir: Path) -> str:
+    """The SQLite file of the gateway `asya dev` runs: `sqlite:///` and an absolute path."""
+    return f"sqlite:///{state_dir / 'gateway.db'}"
+
+
+def gateway_url_file(state_dir: Path) -> Path:
+    """Where `asya dev` writes its gateway's public URL, for the task commands to find."""
+    return state_dir / "gateway.url"
+
+
 def plan(
     actors: Sequence[ActorManifest],
     settings: DevSettings,
     *,
     base_env: Mapping[str, str],
     ports: Sequence[int],
+    gateway: GatewayPlan | None = None,
 ) -> list[ProcessSpec]:
-    """Runtimes first, then sidecars; `ports` gives one health port per sidecar."""
+    """The gateway (if any) first, then runtimes, then sidecars; `ports` gives one health
+    port per sidecar. With a gateway, every sidecar and crew process reports to it."""
+    # Sidecars and the crew report; a user's handler has nothing to report, so its runtime
+    # does not get the URL.
+    report_env = {} if gateway is None else {env.GATEWAY_URL: gateway.internal_url}
     crew = [(names.SINK, env.RESULT_STORE, results_url(settings.state_dir), "sink"),
             (names.SUMP, env.SUMP_STORE, sump_url(settings.state_dir), "sump")]  # fmt: skip
     needed = len(actors) + len(crew)
@@ -82,11 +114,14 @@ def plan(
                 cwd=str(settings.workdir),
             )
         )
-        sidecars.append(_sidecar(actor.name, actor, settings, base_env, socket_dir, port))
+        sidecars.append(
+            _sidecar(actor.name, actor, settings, {**base_env, **report_env}, socket_dir, port)
+        )
     for (name, store_var, store_url, role), port in zip(crew, ports[len(actors) :], strict=False):
         socket_dir = str(settings.socket_root / name)
         runtime_env = {
             **base_env,
+            **report_env,
             store_var: store_url,
             env.SOCKET_DIR: socket_dir,
             env.CREW_METRICS_PORT: "0",
@@ -101,8 +136,41 @@ def plan(
                 cwd=str(settings.workdir),
             )
         )
-        sidecars.append(_sidecar(name, None, settings, base_env, socket_dir, port))
-    return runtimes + sidecars
+        sidecars.append(
+            _sidecar(name, None, settings, {**base_env, **report_env}, socket_dir, port)
+        )
+    gateways = [] if gateway is None else [_gateway(gateway, settings, base_env)]
+    return gateways + runtimes + sidecars
+
+
+def _gateway(
+    gateway: GatewayPlan, settings: DevSettings, base_env: Mapping[str, str]
+) -> ProcessSpec:
+    argv = [
+        settings.python, "-m", "asya_cli", "gateway",
+        "--host", "127.0.0.1",
+        "--port", str(gateway.port),
+        "--internal-port", str(gateway.internal_port),
+        "--store", gateway_store_url(settings.state_dir),
+    ]  # fmt: skip
+    if gateway.flows is not None:
+        argv += ["--flows", str(gateway.flows)]
+    # It publishes envelopes as the sidecars do: the same transport settings.
+    gateway_env = {
+        **base_env,
+        env.TRANSPORT: settings.transport,
+        env.NAMESPACE: settings.namespace,
+        env.STATE_DIR: str(settings.state_dir),
+        env.LOG_FORMAT: "text",
+    }
+    return ProcessSpec(
+        actor="gateway",
+        role="gateway",
+        argv=tuple(argv),
+        env=gateway_env,
+        cwd=str(settings.workdir),
+        health_port=gateway.port,
+    )
 
 
 def _sidecar(

@@ -5,6 +5,7 @@ Tests and benchmarks use it too, so they exercise exactly the processes a user g
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -17,7 +18,7 @@ from typing import TextIO
 import asya_runtime
 import asya_transports as transports
 from asya_cli import dev_plan
-from asya_cli.dev_plan import DevSettings
+from asya_cli.dev_plan import DevSettings, GatewayPlan
 from asya_cli.manifests import ActorManifest
 from asya_cli.supervisor import Supervisor
 from asya_shared import env, names
@@ -41,7 +42,11 @@ class LocalPipeline:
         workdir: Path,
         out: TextIO,
         extra_env: Mapping[str, str] | None = None,
+        gateway_port: int | None = None,
+        flows: Path | None = None,
     ) -> None:
+        """`gateway_port` None runs no gateway (nothing is reported); 0 runs one on a free
+        port; `flows` is the flows file it serves."""
         self.actors = list(actors)
         self.state_dir = state_dir.resolve()
         self.settings = DevSettings(
@@ -59,8 +64,21 @@ class LocalPipeline:
         self.transport_env = {**base_env, env.STATE_DIR: str(self.state_dir)}
         # The processes to run; may be adjusted before start() (for example to run a
         # different runtime command for one actor: the protocol is language-neutral).
+        sidecars = len(actors) + len(names.CREW)
+        ports = free_ports(sidecars + (0 if gateway_port is None else 2))
+        self.gateway: GatewayPlan | None = None
+        if gateway_port is not None:
+            self.gateway = GatewayPlan(
+                port=gateway_port or ports[sidecars + 1],
+                internal_port=ports[sidecars],
+                flows=flows,
+            )
         self.specs = dev_plan.plan(
-            self.actors, self.settings, base_env=base_env, ports=free_ports(len(actors) + 2)
+            self.actors,
+            self.settings,
+            base_env=base_env,
+            ports=ports[:sidecars],
+            gateway=self.gateway,
         )
         self._out = out
         self._supervisor: Supervisor | None = None
@@ -92,11 +110,21 @@ class LocalPipeline:
         self._supervisor = Supervisor(self.specs, out=self._out)
         await self._supervisor.start()
         await self._supervisor.wait_healthy(ready_timeout)
+        if self.gateway is not None:
+            # For `asya submit` and friends run without --gateway (the CLI reads it).
+            dev_plan.gateway_url_file(self.state_dir).write_text(self.gateway.url + "\n")
 
     async def stop(self) -> None:
         if self._supervisor is not None:
             await self._supervisor.stop()
         shutil.rmtree(self.settings.socket_root, ignore_errors=True)
+        if self.gateway is not None:
+            written = dev_plan.gateway_url_file(self.state_dir)
+            # Only ours: a stale URL would send the CLI to a port nobody listens on, or to
+            # whoever listens there next.
+            with contextlib.suppress(OSError):
+                if written.read_text().strip() == self.gateway.url:
+                    written.unlink()
 
     async def delete_queues(self) -> None:
         async with self.open_transport() as transport:

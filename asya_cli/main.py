@@ -67,11 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     crew.add_argument("role", choices=["sink", "sump"])
     crew.set_defaults(func=_run_crew)
 
-    from asya_cli import dev, render, send
+    from asya_cli import dev, gateway, render, send, tasks
 
     dev.add_parser(commands)
     send.add_parser(commands)
     render.add_parser(commands)
+    gateway.add_parser(commands)
+    tasks.add_parsers(commands)
 
     from asya_cli import operator
 

@@ -90,10 +90,11 @@ class Supervisor:
             await asyncio.sleep(0.1)
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Stop sidecars first (they drain and requeue), then runtimes."""
+        """Stop sidecars first (they drain and requeue), then runtimes, then the gateway
+        (last, so that it takes the final reports of the others)."""
         self._stopping = True
         self._stop_requested.set()
-        for role in ("sidecar", "runtime"):
+        for role in ("sidecar", "runtime", "gateway"):
             group = [c for c in self._children if c.spec.role == role]
             for child in group:
                 _signal(child, signal.SIGTERM)

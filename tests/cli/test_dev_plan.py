@@ -85,3 +85,38 @@ def test_sidecar_settings_in_an_actors_env_reach_its_sidecar_as_on_a_cluster() -
     assert sidecar["ASYA_LOG_FORMAT"] == "text"  # `asya dev` prints every process as text
     assert "ASYA_OPENAI_BASE_URL" not in sidecar  # the handler's, not the sidecar's
     assert "ASYA_EVENTS_URL" not in sink
+
+
+def test_with_a_gateway_it_runs_first_and_every_sidecar_and_the_crew_report_to_it() -> None:
+    actor = ActorManifest(name="prep", handler="steps.prep", source="f")
+    gateway = dev_plan.GatewayPlan(port=8080, internal_port=9001, flows=Path("/p/flows.yaml"))
+
+    specs = dev_plan.plan([actor], SETTINGS, base_env={"PATH": "/bin"},
+                          ports=[1, 2, 3], gateway=gateway)  # fmt: skip
+
+    first = specs[0]
+    assert first.name == "gateway/gateway"
+    assert first.argv == (
+        "/py", "-m", "asya_cli", "gateway", "--host", "127.0.0.1", "--port", "8080",
+        "--internal-port", "9001", "--store", "sqlite:////state/gateway.db",
+        "--flows", "/p/flows.yaml",
+    )  # fmt: skip
+    assert first.health_port == 8080
+    assert first.env["ASYA_TRANSPORT"] == "local"
+    assert first.env["ASYA_NAMESPACE"] == "dev"
+    assert first.env["ASYA_STATE_DIR"] == "/state"
+    reporters = [s for s in specs if s.role == "sidecar" or s.actor in ("x-sink", "x-sump")]
+    assert len(reporters) == 5
+    assert {s.env.get("ASYA_GATEWAY_URL") for s in reporters} == {"http://127.0.0.1:9001"}
+    # A user's handler has nothing to report.
+    runtime = next(s for s in specs if s.name == "prep/runtime")
+    assert "ASYA_GATEWAY_URL" not in runtime.env
+
+
+def test_without_a_gateway_nothing_reports() -> None:
+    actor = ActorManifest(name="prep", handler="steps.prep", source="f")
+
+    specs = dev_plan.plan([actor], SETTINGS, base_env={}, ports=[1, 2, 3])
+
+    assert all("ASYA_GATEWAY_URL" not in s.env for s in specs)
+    assert "gateway" not in {s.role for s in specs}

@@ -61,7 +61,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--id", help="envelope id (default: a new UUID)")
     parser.add_argument(
         "--timeout",
-        type=_duration,
+        type=timeout_arg,
         metavar="DURATION",
         help="deadline for the whole route (seconds, or 30s, 5m): an actor that "
         "receives it later fails it with reason Timeout instead of running",
@@ -95,7 +95,8 @@ def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _duration(text: str) -> float:
+def timeout_arg(text: str) -> float:
+    """A positive duration for --timeout (argparse type): `30s`, `5m`, or seconds."""
     try:
         seconds = parse_duration(text)
     except ValueError as exc:

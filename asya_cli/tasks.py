@@ -37,9 +37,8 @@ from asya_cli.gateway_client import (
     Unreachable,
     resolve,
 )
-from asya_cli.send import UsageError, parse_headers, parse_payload, parse_route
+from asya_cli.send import UsageError, parse_headers, parse_payload, parse_route, timeout_arg
 from asya_shared import env
-from asya_shared.durations import parse_duration
 
 __all__ = [
     "EXIT_FAILED",
@@ -87,7 +86,7 @@ def add_parsers(commands: Any) -> None:
     )
     submit.add_argument(
         "--timeout",
-        type=_timeout,
+        type=timeout_arg,
         metavar="D",
         help="deadline for the whole task (seconds, or 30s, 5m)",
     )
@@ -174,16 +173,6 @@ def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(env.STATE_DIR, ".asya"),
         help="where `asya dev` wrote its gateway's URL (default: $ASYA_STATE_DIR or .asya)",
     )
-
-
-def _timeout(text: str) -> float:
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"--timeout {text!r} must be more than zero")
-    return seconds
 
 
 def _seconds(text: str) -> float:

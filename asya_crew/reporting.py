@@ -51,6 +51,8 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.5, 30.0
 # At most one post per this gap: a post costs the crew's runtime a few milliseconds of CPU,
 # so under load reports are gathered into fewer posts, while a lone report goes at once.
 MIN_POST_GAP_S = 0.05
+# At close, how long what is queued (and a post in flight) may take before it is cut short.
+CLOSE_TIMEOUT_S = 2.0
 FAILURE_LOG_EVERY_S = 60.0
 # What a sidecar finishes an envelope with, and so what x-sink may report.
 TERMINAL_PHASES = ("succeeded", "failed", "canceled")
@@ -155,6 +157,8 @@ class CrewReporter:
         self.timeout = timeout
         self.pending: deque[wire.HopReport] = deque()
         self._wake: asyncio.Event | None = None
+        # Set while the poster waits for work: nothing queued and no post in flight.
+        self._idle: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._last_warning = -FAILURE_LOG_EVERY_S
@@ -174,25 +178,37 @@ class CrewReporter:
             self._dropped.inc()
         if self._task is None or self._task.done():
             # The runtime builds the handler before its loop runs: start on first use.
-            self._wake = asyncio.Event()
+            self._wake, self._idle = asyncio.Event(), asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
         assert self._wake is not None
+        assert self._idle is not None
+        self._idle.clear()
         self._wake.set()
 
     async def close(self) -> None:
-        """Stop posting (one short last try for what is queued, as at the runtime's exit)."""
+        """Stop posting, after what is queued has had a short while to go out.
+
+        A post in flight is let finish rather than cancelled: cancelled, its batch would be
+        put back and sent again although the gateway may already have taken it."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if task is None:
+            return
+        if self._idle is not None and not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), CLOSE_TIMEOUT_S)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         assert self._wake is not None
-        wake, pause = self._wake, RETRY_FIRST_S
+        assert self._idle is not None
+        wake, idle, pause = self._wake, self._idle, RETRY_FIRST_S
         loop = asyncio.get_running_loop()
         last_post = -MIN_POST_GAP_S
         try:
             while True:
+                if not self.pending:
+                    idle.set()
                 await wake.wait()
                 wake.clear()
                 while self.pending:
@@ -216,7 +232,7 @@ class CrewReporter:
             # The runtime is stopping: one short last try for what is still queued.
             if self.pending:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._post_some(), 2.0)
+                    await asyncio.wait_for(self._post_some(), CLOSE_TIMEOUT_S)
             raise
         finally:
             if self._client is not None:

@@ -221,6 +221,24 @@ async def test_reports_wait_while_the_gateway_fails_and_arrive_in_order_after(
     assert [b.status for b in receiver.batches][:2] == [503, 503]
 
 
+async def test_closing_lets_a_post_in_flight_finish_instead_of_sending_it_twice(
+    receiver: ReportReceiver,
+) -> None:
+    reporter = CrewReporter(receiver.url, role="x-sink")
+    receiver.hold()
+    report = reporting.terminal_report(crew_envelope(id="e0"), actor="x-sink", at=AT)
+    assert report is not None
+    reporter.report(report)
+    # The gateway has the batch; its answer is still on the way when the runtime stops.
+    await eventually(lambda: len(receiver.batches) == 1, what="the batch, unanswered")
+    closing = reporter.close()
+    receiver.release()
+    await closing
+
+    assert [r["id"] for r in receiver.reports] == ["e0"]
+    assert len(receiver.batches) == 1
+
+
 async def test_a_gateway_that_is_down_never_fails_the_handler_and_memory_stays_bounded(
     tmp_path: Path,
 ) -> None:

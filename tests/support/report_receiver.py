@@ -5,7 +5,8 @@ answers with the cancellations after the caller's cursor.
 For the tests of what sidecars and the crew report: `receiver.reports` is everything
 received, in arrival order; `receiver.cancel(id)` makes the id part of the answers (each
 caller gets it once, as its cursor moves past it); `receiver.fail_next(n, status)` answers
-the next n requests with an error status instead. Use it as a context manager:
+the next n requests with an error status instead; `receiver.hold()` keeps every answer back
+(the batch is recorded at once) until `receiver.release()`. Use it as a context manager:
 
     with ReportReceiver() as receiver:
         ... ASYA_GATEWAY_URL=receiver.url ...
@@ -22,6 +23,7 @@ from typing import Any
 __all__ = ["Batch", "ReportReceiver"]
 
 PATH = "/internal/v1/reports"
+HOLD_LIMIT_S = 60.0  # a held answer goes out after this even if the test forgot release()
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class ReportReceiver:
         self._canceled: list[str] = []
         self._failures: list[int] = []
         self._lock = threading.Lock()
+        self._answering = threading.Event()
+        self._answering.set()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         # A short poll interval: stopping waits for at most one.
@@ -75,10 +79,18 @@ class ReportReceiver:
         with self._lock:
             self._failures.extend([status] * count)
 
+    def hold(self) -> None:
+        """Record batches as they come but answer none until release()."""
+        self._answering.clear()
+
+    def release(self) -> None:
+        self._answering.set()
+
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        self._answering.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -125,6 +137,7 @@ class ReportReceiver:
                         body = None
                     status, answer = receiver._answer(self.headers.get("x-asya-actor", ""), body)
                 data = json.dumps(answer).encode()
+                receiver._answering.wait(timeout=HOLD_LIMIT_S)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

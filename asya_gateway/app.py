@@ -160,8 +160,11 @@ class _PublicApi:
             raise _too_large(len(data), limit, gw.transport.name)
         queue = submit.queue_of(gw.namespace, submission.route[0], gw.transport.name)
         try:
+            # The envelope waits in the task's outbox until the broker has it: a gateway
+            # killed in between leaves it for outbox.py's sweep, not pending for ever.
             task, created = await gw.store.create(
-                submit.build_task(submission, envelope, tenant=tenant)
+                submit.build_task(submission, envelope, tenant=tenant),
+                envelope=data.decode(),
             )
         except TaskConflict as exc:  # another tenant's task holds this id
             raise ApiError(409, "id_taken", str(exc)) from None
@@ -176,6 +179,11 @@ class _PublicApi:
             if not isinstance(exc, transports.TransportError):
                 log.exception("task %s: publishing failed unexpectedly", task.id)
             raise _publish_error(task, queue, exc) from None
+        try:
+            await gw.store.published(task.id)
+        except StoreError as exc:
+            # The task runs; the sweep will publish its envelope a second time.
+            log.warning("task %s: published, but emptying its outbox failed: %s", task.id, exc)
         return _task_response(task, 201)
 
     async def _publish_failed(self, task: Task, exc: Exception) -> None:

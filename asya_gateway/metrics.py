@@ -14,8 +14,9 @@ CollectorRegistry, so two gateways in one process (the tests) never share a coun
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,7 +27,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from asya_gateway.store.base import Event, Page, Store
+from asya_gateway.store.base import Event, Page, Store, Unpublished
 from asya_gateway.tasks import Task, TaskStatus
 from asya_shared import wire
 
@@ -102,8 +103,13 @@ class TimedStore:
         self.inner = store
         self._metrics = metrics
 
-    def _done(self, operation: str, started: float) -> None:
-        self._metrics.store_call(operation, time.perf_counter() - started)
+    @contextlib.contextmanager
+    def _timed(self, operation: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._metrics.store_call(operation, time.perf_counter() - started)
 
     async def open(self) -> None:
         await self.inner.open()
@@ -112,69 +118,50 @@ class TimedStore:
         await self.inner.close()
 
     async def ping(self) -> None:
-        started = time.perf_counter()
-        try:
+        with self._timed("ping"):
             await self.inner.ping()
-        finally:
-            self._done("ping", started)
 
-    async def create(self, task: Task) -> tuple[Task, bool]:
-        started = time.perf_counter()
-        try:
-            return await self.inner.create(task)
-        finally:
-            self._done("create", started)
+    async def create(self, task: Task, *, envelope: str | None = None) -> tuple[Task, bool]:
+        with self._timed("create"):
+            return await self.inner.create(task, envelope=envelope)
+
+    async def published(self, task_id: str) -> None:
+        with self._timed("published"):
+            await self.inner.published(task_id)
+
+    async def claim_unpublished(self, before: str, *, now: str, limit: int) -> list[Unpublished]:
+        with self._timed("claim_unpublished"):
+            return await self.inner.claim_unpublished(before, now=now, limit=limit)
 
     async def get(self, task_id: str, tenant: str) -> Task:
-        started = time.perf_counter()
-        try:
+        with self._timed("get"):
             return await self.inner.get(task_id, tenant)
-        finally:
-            self._done("get", started)
 
     async def list_tasks(
         self, tenant: str, *, status: TaskStatus | None, limit: int, cursor: str | None
     ) -> Page:
-        started = time.perf_counter()
-        try:
+        with self._timed("list_tasks"):
             return await self.inner.list_tasks(tenant, status=status, limit=limit, cursor=cursor)
-        finally:
-            self._done("list_tasks", started)
 
     async def apply(self, reports: Sequence[wire.HopReport]) -> list[Event]:
-        started = time.perf_counter()
-        try:
+        with self._timed("apply"):
             return await self.inner.apply(reports)
-        finally:
-            self._done("apply", started)
 
     async def cancel(self, task_id: str, tenant: str, *, at: str) -> Task:
-        started = time.perf_counter()
-        try:
+        with self._timed("cancel"):
             return await self.inner.cancel(task_id, tenant, at=at)
-        finally:
-            self._done("cancel", started)
 
     async def canceled_since(self, cursor: int) -> tuple[list[str], int]:
-        started = time.perf_counter()
-        try:
+        with self._timed("canceled_since"):
             return await self.inner.canceled_since(cursor)
-        finally:
-            self._done("canceled_since", started)
 
     async def events_since(self, task_id: str, tenant: str, seq: int) -> list[Event]:
-        started = time.perf_counter()
-        try:
+        with self._timed("events_since"):
             return await self.inner.events_since(task_id, tenant, seq)
-        finally:
-            self._done("events_since", started)
 
     def watch(self) -> AsyncIterator[Event]:
         return self.inner.watch()
 
     async def delete_finished(self, before: str) -> int:
-        started = time.perf_counter()
-        try:
+        with self._timed("delete_finished"):
             return await self.inner.delete_finished(before)
-        finally:
-            self._done("delete_finished", started)

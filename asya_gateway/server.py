@@ -31,7 +31,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 import asya_transports as transports
-from asya_gateway import submit
+from asya_gateway import outbox, submit
 from asya_gateway.app import Gateway, internal_app, public_app
 from asya_gateway.auth import ApiKeys
 from asya_gateway.flows import load_flows
@@ -263,11 +263,14 @@ class GatewayServer:
         *,
         keepalive_s: float = KEEPALIVE_S,
         clock: Callable[[], datetime.datetime] = _utc_now,
+        republish_wait_s: float = outbox.WAIT_S,
+        republish_every_s: float = outbox.SWEEP_EVERY_S,
     ) -> None:
         self.settings = settings
         self._environ = dict(os.environ if environ is None else environ)
         self._keepalive_s = keepalive_s
         self._clock = clock
+        self._republish = (republish_wait_s, republish_every_s)
         self.port = settings.port
         self.internal_port = settings.internal_port
         self._gateway: Gateway | None = None
@@ -336,6 +339,20 @@ class GatewayServer:
             asyncio.create_task(
                 retention_loop(gateway.store, settings.retention, clock=self._clock),
                 name="gateway retention",
+            )
+        )
+        wait, every = self._republish
+        self._tasks.append(
+            asyncio.create_task(
+                outbox.republish_loop(
+                    gateway.store,
+                    gateway.transport,
+                    namespace=settings.namespace,
+                    clock=self._clock,
+                    wait=wait,
+                    interval=every,
+                ),
+                name="gateway outbox",
             )
         )
         log.info(

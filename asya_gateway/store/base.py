@@ -29,6 +29,7 @@ __all__ = [
     "StoreError",
     "TaskConflict",
     "TaskNotFound",
+    "Unpublished",
 ]
 
 
@@ -61,6 +62,14 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Unpublished:
+    """A task still waiting for its envelope to be published, and that envelope."""
+
+    task: Task
+    envelope: str
+
+
+@dataclass(frozen=True)
 class Page:
     tasks: list[Task]
     next_cursor: str | None
@@ -75,9 +84,18 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreError when the store cannot answer (for /readyz)."""
 
-    async def create(self, task: Task) -> tuple[Task, bool]:
+    async def create(self, task: Task, *, envelope: str | None = None) -> tuple[Task, bool]:
         """Insert `task`; if one with its id exists for its tenant, return that one and
-        False (idempotent submit). The first status event (pending) is recorded."""
+        False (idempotent submit). The first status event (pending) is recorded. `envelope`
+        (the JSON text to publish for it) waits in the task's outbox until `published`."""
+
+    async def published(self, task_id: str) -> None:
+        """The broker has taken the task's envelope: empty its outbox."""
+
+    async def claim_unpublished(self, before: str, *, now: str, limit: int) -> list[Unpublished]:
+        """Pending tasks whose envelope has waited in the outbox since before `before`
+        (RFC 3339), oldest first. Each is claimed, its outbox time set to `now`, so that a
+        replica sweeping at the same moment skips it."""
 
     async def get(self, task_id: str, tenant: str) -> Task:
         """The task, or TaskNotFound."""

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from asya_gateway.store import changes, rows, schema, urls
-from asya_gateway.store.base import Event, Page, StoreError, TaskNotFound
+from asya_gateway.store.base import Event, Page, StoreError, TaskNotFound, Unpublished
 from asya_gateway.store.hub import Hub, Subscription
 from asya_gateway.tasks import TERMINAL, Task, TaskStatus
 from asya_shared import wire
@@ -74,8 +74,8 @@ def _placeholder(index: int, column: str) -> str:
 
 
 _INSERT_TASK = (
-    f"INSERT INTO tasks ({', '.join(rows.COLUMNS)}) VALUES ("
-    + ", ".join(_placeholder(i, name) for i, name in enumerate(rows.COLUMNS, 1))
+    f"INSERT INTO tasks ({', '.join(rows.INSERT_COLUMNS)}) VALUES ("
+    + ", ".join(_placeholder(i, name) for i, name in enumerate(rows.INSERT_COLUMNS, 1))
     + ") ON CONFLICT (id) DO NOTHING RETURNING id"
 )
 _UPDATE_TASK = (
@@ -162,8 +162,8 @@ class PostgresStore:
 
     # -- tasks -----------------------------------------------------------------------------
 
-    async def create(self, task: Task) -> tuple[Task, bool]:
-        row = rows.to_row(task)
+    async def create(self, task: Task, *, envelope: str | None = None) -> tuple[Task, bool]:
+        row = rows.insert_row(task, envelope)
 
         async def work(conn: Any) -> tuple[Task, bool]:
             if await conn.fetchval(_INSERT_TASK, *row) is not None:
@@ -179,6 +179,28 @@ class PostgresStore:
             return found, False
 
         return await self._transact(f"creating task {task.id}", work)
+
+    async def published(self, task_id: str) -> None:
+        async with self._failures(f"marking task {task_id} published"):
+            await self._connected().execute(
+                "UPDATE tasks SET outbox = NULL, outbox_us = NULL WHERE id = $1", task_id
+            )
+
+    async def claim_unpublished(self, before: str, *, now: str, limit: int) -> list[Unpublished]:
+        async with self._failures("claiming unpublished tasks"):
+            # SKIP LOCKED: a row a report or another replica's sweep holds is left for the
+            # next sweep rather than waited for.
+            found = await self._connected().fetch(
+                "UPDATE tasks SET outbox_us = $2 WHERE id IN ("
+                " SELECT id FROM tasks WHERE outbox IS NOT NULL AND status = 'pending'"
+                " AND outbox_us < $1 ORDER BY outbox_us, id LIMIT $3 FOR UPDATE SKIP LOCKED"
+                ") RETURNING *",
+                rows.micros(before),
+                rows.micros(now),
+                limit,
+            )
+        ordered = sorted(found, key=lambda row: (row["created_us"], row["id"]))
+        return [Unpublished(rows.from_row(row), row["outbox"]) for row in ordered]
 
     async def get(self, task_id: str, tenant: str) -> Task:
         async with self._failures(f"reading task {task_id}"):

@@ -21,6 +21,7 @@ from asya_shared import wire
 
 __all__ = [
     "COLUMNS",
+    "INSERT_COLUMNS",
     "JSON_COLUMNS",
     "MUTABLE_COLUMNS",
     "InvalidCursor",
@@ -28,6 +29,7 @@ __all__ = [
     "dump_json",
     "encode_cursor",
     "from_row",
+    "insert_row",
     "load_json",
     "micros",
     "mutable_values",
@@ -58,6 +60,8 @@ COLUMNS = (
     "headers",
 )
 JSON_COLUMNS = frozenset({"route", "result", "error", "headers"})
+# A new row also holds its envelope until published (schema version 2; outbox.py).
+INSERT_COLUMNS = (*COLUMNS, "outbox", "outbox_us")
 # What a report or a cancel may change (everything but identity, creation and the request).
 MUTABLE_COLUMNS = (
     "status",
@@ -143,6 +147,12 @@ def to_row(task: Task) -> tuple[Any, ...]:
         event,
         dump_json(task.headers),
     )
+
+
+def insert_row(task: Task, envelope: str | None) -> tuple[Any, ...]:
+    """The new task's values in INSERT_COLUMNS order; `envelope` waits in the outbox."""
+    since = None if envelope is None else micros(task.created_at)
+    return (*to_row(task), envelope, since)
 
 
 def mutable_values(task: Task) -> tuple[Any, ...]:

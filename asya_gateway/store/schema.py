@@ -15,6 +15,10 @@ Tables (both dialects; JSON columns are TEXT on SQLite, jsonb on PostgreSQL):
              microseconds since the epoch, for ordering and retention whatever the text form
     events   every status change and FLY event; `seq` is the store-wide order (the SSE id);
              `status` is set on status events, so the canceled ones are found by an index
+
+Version 2 adds the outbox to `tasks`: `outbox` holds a new task's envelope until the broker
+has taken it, `outbox_us` when it was last (re)published, so that a gateway that dies
+between recording a task and publishing it publishes it on its next sweep (outbox.py).
 """
 
 from __future__ import annotations
@@ -82,6 +86,14 @@ def _v1(
     ]
 
 
+def _v2(*, text: str, big: str) -> list[str]:
+    return [
+        f"ALTER TABLE tasks ADD COLUMN outbox {text}",
+        f"ALTER TABLE tasks ADD COLUMN outbox_us {big}",
+        "CREATE INDEX tasks_unpublished ON tasks (outbox_us) WHERE outbox IS NOT NULL",
+    ]
+
+
 STEPS: dict[Dialect, list[list[str]]] = {
     "sqlite": [
         _v1(
@@ -95,6 +107,7 @@ STEPS: dict[Dialect, list[list[str]]] = {
             # so an SSE client's Last-Event-ID can never point at a different event.
             serial="INTEGER PRIMARY KEY AUTOINCREMENT",
         ),
+        _v2(text="TEXT", big="INTEGER"),
     ],
     "postgresql": [
         _v1(
@@ -107,6 +120,7 @@ STEPS: dict[Dialect, list[list[str]]] = {
             boolean="boolean",
             serial="bigserial PRIMARY KEY",
         ),
+        _v2(text="text", big="bigint"),
     ],
 }
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from asya_gateway.store import changes, rows, schema, urls
-from asya_gateway.store.base import Event, Page, StoreError, TaskNotFound
+from asya_gateway.store.base import Event, Page, StoreError, TaskNotFound, Unpublished
 from asya_gateway.store.hub import Hub, Subscription
 from asya_gateway.tasks import TERMINAL, Task, TaskStatus
 from asya_shared import wire
@@ -48,7 +48,8 @@ CANCELED_PAGE = 1000
 _POLL_PAGE = 1000
 _TERMINAL_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL)) + ")"
 _INSERT_TASK = (
-    f"INSERT INTO tasks ({', '.join(rows.COLUMNS)}) VALUES ({', '.join('?' for _ in rows.COLUMNS)})"
+    f"INSERT INTO tasks ({', '.join(rows.INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in rows.INSERT_COLUMNS)})"
 )
 _UPDATE_TASK = (
     f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in rows.MUTABLE_COLUMNS)} WHERE id = ?"
@@ -105,11 +106,37 @@ class SQLiteStore:
 
     # -- tasks -----------------------------------------------------------------------------
 
-    async def create(self, task: Task) -> tuple[Task, bool]:
-        stored, created = await self._run(f"creating task {task.id}", self._create, task)
+    async def create(self, task: Task, *, envelope: str | None = None) -> tuple[Task, bool]:
+        stored, created = await self._run(f"creating task {task.id}", self._create, task, envelope)
         if created:
             self._changed()
         return stored, created
+
+    async def published(self, task_id: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE tasks SET outbox = NULL, outbox_us = NULL WHERE id = ?", (task_id,)
+            )
+
+        await self._run(f"marking task {task_id} published", work)
+
+    async def claim_unpublished(self, before: str, *, now: str, limit: int) -> list[Unpublished]:
+        cutoff, claimed_at = rows.micros(before), rows.micros(now)
+
+        def work(conn: sqlite3.Connection) -> list[Unpublished]:
+            with _transaction(conn):
+                found = conn.execute(
+                    "SELECT * FROM tasks WHERE outbox IS NOT NULL AND status = 'pending' "
+                    "AND outbox_us < ? ORDER BY outbox_us, id LIMIT ?",
+                    (cutoff, limit),
+                ).fetchall()
+                conn.executemany(
+                    "UPDATE tasks SET outbox_us = ? WHERE id = ?",
+                    [(claimed_at, row["id"]) for row in found],
+                )
+            return [Unpublished(rows.from_row(row), row["outbox"]) for row in found]
+
+        return await self._run("claiming unpublished tasks", work)
 
     async def get(self, task_id: str, tenant: str) -> Task:
         row = await self._run(
@@ -263,7 +290,9 @@ class SQLiteStore:
         found: int = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
         return found
 
-    def _create(self, conn: sqlite3.Connection, task: Task) -> tuple[Task, bool]:
+    def _create(
+        self, conn: sqlite3.Connection, task: Task, envelope: str | None
+    ) -> tuple[Task, bool]:
         with _transaction(conn):
             row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task.id,)).fetchone()
             if row is not None:
@@ -271,7 +300,7 @@ class SQLiteStore:
                 if existing.tenant != task.tenant:
                     raise changes.id_taken(task)
                 return existing, False
-            conn.execute(_INSERT_TASK, rows.to_row(task))
+            conn.execute(_INSERT_TASK, rows.insert_row(task, envelope))
             _insert_events(conn, [changes.moved(task)])
         return task, True
 

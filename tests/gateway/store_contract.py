@@ -8,6 +8,8 @@ Each store's test module subclasses `StoreContract` and provides three fixtures:
   the test. The database is fresh for each test.
 - `raw_sql`: an async `(sql) -> list of row tuples` on that database, behind the stores'
   backs (to set up what only another gateway version could have written).
+- `dialect` (a class attribute): the store's SQL dialect, as asya_gateway/store/schema.py
+  names it.
 - `unreachable_url`: a URL of this kind of store that cannot be opened, with a password in
   it where the kind has passwords (the error must not show it).
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from asya_gateway.store import InvalidCursor, open_store
+from asya_gateway.store import InvalidCursor, open_store, schema
 from asya_gateway.store.base import Event, Store, StoreError, TaskConflict, TaskNotFound
 from asya_gateway.store.schema import CURRENT_VERSION
 from asya_gateway.tasks import Task, TaskStatus, advance, progress_of
@@ -89,6 +91,8 @@ def in_order(task: Task, reports: Sequence[wire.HopReport]) -> Task:
 
 
 class StoreContract:
+    dialect: schema.Dialect
+
     # -- open, schema, errors ----------------------------------------------------------------
 
     async def test_ping_answers_when_open(self, make_store: MakeStore) -> None:
@@ -106,7 +110,8 @@ class StoreContract:
         again = await make_store()
 
         assert await again.get(task.id, task.tenant) == task
-        assert await raw_sql("SELECT version FROM schema_version") == [(CURRENT_VERSION,)]
+        versions = await raw_sql("SELECT version FROM schema_version ORDER BY version")
+        assert versions == [(v,) for v in range(1, CURRENT_VERSION + 1)]  # each applied once
 
     async def test_a_database_of_a_newer_gateway_is_refused(
         self, make_store: MakeStore, raw_sql: RawSQL
@@ -119,6 +124,29 @@ class StoreContract:
 
         with pytest.raises(StoreError, match=rf"(?s)version {newer}.*upgrade the gateway"):
             await make_store()
+
+    async def test_a_version_1_database_is_migrated_keeping_its_tasks(
+        self, make_store: MakeStore, raw_sql: RawSQL
+    ) -> None:
+        # What a gateway of schema version 1 left behind: its tables and one pending task.
+        for statement in [schema.VERSION_TABLE[self.dialect], *schema.STEPS[self.dialect][0]]:
+            await raw_sql(statement)
+        await raw_sql(f"INSERT INTO schema_version (version, applied_at) VALUES (1, '{at(0)}')")
+        await raw_sql(
+            "INSERT INTO tasks (id, tenant, status, route, actor, progress, created_at, "
+            "created_us, updated_at, updated_us, pos_hop, pos_attempt, pos_event, headers) "
+            f"VALUES ('old', 'acme', 'pending', '{{\"prev\": [], \"curr\": \"a\", "
+            f"\"next\": [\"b\"]}}', 'a', 0.0, '{at(0)}', 0, '{at(0)}', 0, 0, 0, 0, '{{}}')"
+        )
+
+        store = await make_store()
+
+        old = await store.get("old", "acme")
+        assert (old.status, old.route["next"]) == (TaskStatus.PENDING, ["b"])
+        # Its envelope was published by the gateway that recorded it: nothing to send again.
+        assert await store.claim_unpublished(at(1000), now=at(1000), limit=10) == []
+        versions = await raw_sql("SELECT version FROM schema_version ORDER BY version")
+        assert versions == [(v,) for v in range(1, CURRENT_VERSION + 1)]
 
     async def test_an_unreachable_store_says_where_without_the_password(
         self, unreachable_url: str
@@ -133,6 +161,59 @@ class StoreContract:
         assert unreachable_url.split("://")[0] in message  # names the store it tried
 
     # -- create, get -------------------------------------------------------------------------
+
+    async def test_an_envelope_waits_in_the_outbox_until_published(
+        self, make_store: MakeStore
+    ) -> None:
+        store = await make_store()
+        task = make_task(created=0.0)
+        await store.create(task, envelope='{"id": "x", "payload": "ü"}')
+
+        [claimed] = await store.claim_unpublished(at(10), now=at(100), limit=10)
+        assert (claimed.task, claimed.envelope) == (task, '{"id": "x", "payload": "ü"}')
+        # Claimed at 100: a sweep looking for envelopes older than 50 leaves it alone.
+        assert await store.claim_unpublished(at(50), now=at(110), limit=10) == []
+        [again] = await store.claim_unpublished(at(101), now=at(120), limit=10)
+        assert again.task.id == task.id
+
+        await store.published(task.id)
+
+        assert await store.claim_unpublished(at(1000), now=at(1000), limit=10) == []
+        assert await store.get(task.id, task.tenant) == task
+
+    async def test_only_pending_tasks_old_enough_and_with_an_envelope_are_claimed(
+        self, make_store: MakeStore
+    ) -> None:
+        store = await make_store()
+        oldest, young, plain, moved = (make_task(created=c) for c in (0.0, 20.0, 0.0, 1.0))
+        for task in (oldest, young, moved):
+            await store.create(task, envelope=f'{{"id": "{task.id}"}}')
+        await store.create(plain)  # created without an envelope: nothing to publish
+        await store.apply([report(moved.id, "received", route_at(ACTORS, 0), when=2.0)])
+        more = [make_task(created=5.0 + i / 10) for i in range(3)]
+        for task in more:
+            await store.create(task, envelope="{}")
+
+        first = await store.claim_unpublished(at(10), now=at(30), limit=2)
+        rest = await store.claim_unpublished(at(10), now=at(30), limit=10)
+
+        assert [u.task.id for u in first] == [oldest.id, more[0].id]  # oldest first
+        assert [u.task.id for u in rest] == [more[1].id, more[2].id]
+
+    async def test_two_replicas_sweeping_at_once_claim_each_task_once(
+        self, make_store: MakeStore
+    ) -> None:
+        one, two = await make_store(), await make_store()
+        tasks = [make_task(created=i / 100) for i in range(40)]
+        for task in tasks:
+            await one.create(task, envelope="{}")
+
+        claims = await asyncio.gather(
+            *(store.claim_unpublished(at(10), now=at(60), limit=15) for store in (one, two, one))
+        )
+
+        ids = [u.task.id for claim in claims for u in claim]
+        assert sorted(ids) == sorted(task.id for task in tasks)
 
     async def test_a_created_task_reads_back_with_every_field(self, make_store: MakeStore) -> None:
         store = await make_store()

@@ -14,6 +14,7 @@ import pytest
 from asya_gateway.store import open_store
 from asya_gateway.store.base import Store, StoreError
 from asya_gateway.store.postgres import PostgresStore, channel_for, pack_seqs, unpack_seqs
+from asya_gateway.store.schema import CURRENT_VERSION
 from asya_gateway.store.sqlite import SQLiteStore
 from tests.gateway.builders import lifecycle, make_task
 from tests.gateway.store_contract import (
@@ -69,7 +70,7 @@ def unreachable_url() -> str:
 
 
 class TestPostgresStore(StoreContract):
-    pass
+    dialect = "postgresql"
 
 
 async def test_the_error_of_an_unreachable_server_names_it_without_the_password(
@@ -108,7 +109,7 @@ async def test_replicas_starting_together_create_the_schema_once(
     stores = [PostgresStore(schema_url) for _ in range(3)]
     try:
         await asyncio.gather(*(store.open() for store in stores))
-        assert await raw_sql("SELECT count(*) FROM schema_version") == [(1,)]
+        assert await raw_sql("SELECT count(*) FROM schema_version") == [(CURRENT_VERSION,)]
     finally:
         for store in stores:
             await store.close()

@@ -41,6 +41,7 @@ async def make_store(db_path: Path) -> AsyncIterator[MakeStore]:
 @pytest.fixture
 def raw_sql(db_path: Path) -> RawSQL:
     async def run(sql: str) -> list[tuple[Any, ...]]:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(db_path, isolation_level=None)
         try:
             return [tuple(row) for row in conn.execute(sql).fetchall()]
@@ -58,7 +59,7 @@ def unreachable_url(tmp_path: Path) -> str:
 
 
 class TestSQLiteStore(StoreContract):
-    pass
+    dialect = "sqlite"
 
 
 async def test_the_file_and_its_directory_are_created_in_wal_mode(

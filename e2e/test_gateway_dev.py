@@ -8,26 +8,21 @@ URL `asya dev` wrote into its state directory, as it would in a user's shell.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.pipeline import HANDLERS
+from e2e.asya_dev import TIMEOUT_S, Dev, running_dev
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
-ASYA = str(Path(sys.executable).with_name("asya"))
 ACTORS = """\
 apiVersion: asya.sh/v1alpha1
 kind: AsyncActor
@@ -59,104 +54,13 @@ flows:
       required: [name]
       properties: {name: {type: string}}
 """
-READY = re.compile(r"asya dev: ready: .*; gateway (http://127\.0\.0\.1:\d+)$")
-# Generous: the machine is shared, and only a failing test waits this long.
-TIMEOUT_S = 120.0
-
-
-@dataclass
-class Dev:
-    proc: subprocess.Popen[str]
-    state_dir: Path
-    lines: list[str] = field(default_factory=list)
-    url: str = ""
-
-    def output(self) -> str:
-        return "".join(self.lines[-60:])
-
-    def line_matching(self, pattern: str) -> str | None:
-        found = re.compile(pattern)
-        return next((line for line in list(self.lines) if found.search(line)), None)
-
-    def asya(self, *args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [ASYA, *args, "--state-dir", str(self.state_dir)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=cli_env(),
-            check=False,
-        )
-
-    def spawn(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [ASYA, *args, "--state-dir", str(self.state_dir)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli_env(),
-        )
-
-    def result(self, task_id: str) -> dict[str, Any] | None:
-        path = self.state_dir / "results" / f"{task_id}.json"
-        try:
-            found: dict[str, Any] = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):  # not there yet, or being written
-            return None
-        return found
-
-
-def cli_env() -> dict[str, str]:
-    """A user's shell: no gateway or key exported, so the commands use the state dir's URL."""
-    return {k: v for k, v in os.environ.items() if k not in ("ASYA_GATEWAY_URL", "ASYA_API_KEY")}
 
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     tmp = tmp_path_factory.mktemp("gateway-dev")
-    (tmp / "actors.yaml").write_text(ACTORS)
-    (tmp / "flows.yaml").write_text(FLOWS)
-    environ = {k: v for k, v in cli_env().items() if not k.startswith("ASYA_")}
-    proc = subprocess.Popen(
-        [ASYA, "dev", str(tmp), "--state-dir", str(tmp / "state"), "--gateway-port", "0"],
-        cwd=HANDLERS,
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    running = Dev(proc, tmp / "state")
-
-    def follow() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            running.lines.append(line)
-
-    reader = threading.Thread(target=follow, daemon=True)
-    reader.start()
-
-    def ready() -> str | None:
-        assert proc.poll() is None, "asya dev exited:\n" + running.output()
-        return running.line_matching(READY.pattern)
-
-    try:
-        line = wait_until(ready, what="asya dev's ready line", timeout=TIMEOUT_S,
-                          interval=0.1, details=running.output)  # fmt: skip
-        match = READY.search(line or "")
-        assert match is not None
-        running.url = match.group(1)
+    with running_dev(tmp, {"actors.yaml": ACTORS, "flows.yaml": FLOWS}) as running:
         yield running
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        reader.join(timeout=10)
-    assert code == 0, "asya dev did not stop cleanly:\n" + running.output()
-    # Gone with the gateway, so that no later command talks to a port nobody serves.
-    assert not (running.state_dir / "gateway.url").exists()
 
 
 def test_the_ready_line_names_the_gateway_and_the_state_dir_holds_its_url(dev: Dev) -> None:

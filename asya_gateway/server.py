@@ -321,6 +321,10 @@ class GatewayServer:
             raise
         self.port = sockets[0].getsockname()[1]
         self.internal_port = sockets[1].getsockname()[1]
+        # Two uvicorn servers share uvicorn's logger: each would say "Started server process"
+        # and "Shutting down" for the same process. Our own lines say that once; uvicorn
+        # keeps its warnings and errors.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
         gateway = Gateway(
             self._store,
             self._transport,
@@ -388,6 +392,7 @@ class GatewayServer:
                 task.cancel()
             await asyncio.gather(*self._tasks[2:], return_exceptions=True)
             await self._close_services()
+            log.info("gateway stopped")
 
     async def _close_services(self) -> None:
         transport, self._transport = self._transport, None

@@ -10,7 +10,8 @@ Contract (see docs/runtime-protocol.md):
   ASYA_LOG_FORMAT.
 - start-up order: load the handler, bind the socket, write the ready file. A handler that
   cannot be loaded exits non-zero before the socket exists.
-- POST /invoke -> 200 {"frames": [...]} | 204 | 400 msg_parsing_error | 500 processing_error
+- POST /invoke -> 200 {"frames": [...]} | 200 {"frames": [], "parked": ...} | 204 |
+  400 msg_parsing_error | 500 processing_error
 - GET /healthz -> 200 while serving, 503 while draining.
 
 Sections, in file order (each starts at a `# ----` banner):
@@ -19,7 +20,7 @@ Sections, in file order (each starts at a `# ----` banner):
 - handler loading: ASYA_HANDLER -> a Handler and its kind (sync, async, generator, ...).
 - errors: the errors answered for one request; error_details, the JSON the sidecar matches.
 - envelope: parse_envelope, the checks a request body must pass.
-- ABI: Session, what a generator handler's GET/SET/DEL/FLY yields do to the envelope.
+- ABI: Session, what a generator handler's GET/SET/DEL/FLY/PARK yields do to the envelope.
 - invocation: Invoker, which runs the handler and turns its result into frames.
 - HTTP/1.1: read_request and render_response, the minimal protocol both engines speak.
 - server: Server, the request loop both engines share, dispatch, and the asyncio engine
@@ -433,8 +434,11 @@ def parse_envelope(body: bytes) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ ABI
 
-VERBS = ("GET", "SET", "DEL", "FLY")
-_ARITY = {"GET": 1, "SET": 2, "DEL": 1, "FLY": 1}
+VERBS = ("GET", "SET", "DEL", "FLY", "PARK")
+_ARITY = {"GET": 1, "SET": 2, "DEL": 1, "FLY": 1, "PARK": 1}
+# The one frame a parked call answers with: the envelope goes nowhere from here, because
+# something outside the pipeline (a batch job's watcher) will continue it later.
+PARKED = "parked"
 
 # `.root`, `.root.key`, each optionally followed by `[i]` or `[a:b]`.
 _PATH = re.compile(
@@ -490,6 +494,8 @@ class Session:
         self.headers: dict[str, Json] = dict(envelope.get("headers") or {})
         self.frames: list[Frame] = []
         self.fly: list[Json] = []
+        self.parked: Json = None
+        self.is_parked = False
 
     def step(self, item: Any) -> Any:
         """Act on one yielded item; the return value is sent back into the generator."""
@@ -502,7 +508,9 @@ class Session:
                 )
             if verb == "GET":
                 return self.get(_Path(args[0]))
-            if verb == "SET":
+            if verb == "PARK":
+                self.park(args[0])
+            elif verb == "SET":
                 self.set(_Path(args[0]), args[1])
             elif verb == "DEL":
                 self.delete(_Path(args[0]))
@@ -512,7 +520,22 @@ class Session:
         self.emit(item)
         return None
 
+    def park(self, note: Json) -> None:
+        if self.frames or self.is_parked:
+            raise AbiError(
+                "yield 'PARK' ends the call without results: it cannot follow a result or "
+                "another PARK"
+            )
+        self.parked, self.is_parked = note, True
+
+    def outcome(self) -> Outcome:
+        if self.is_parked:
+            return [{PARKED: self.parked}], self.fly
+        return self.frames, self.fly
+
     def emit(self, payload: Json) -> None:
+        if self.is_parked:
+            raise AbiError("a parked call cannot emit results: nothing may be yielded after PARK")
         self.frames.append(
             {
                 "payload": payload,
@@ -786,7 +809,7 @@ def _drive_sync(gen: Any, session: Session) -> Outcome:
             ) from None
     finally:
         gen.close()
-    return session.frames, session.fly
+    return session.outcome()
 
 
 async def _drive_async(agen: Any, session: Session) -> Outcome:
@@ -799,7 +822,7 @@ async def _drive_async(agen: Any, session: Session) -> Outcome:
         pass
     finally:
         await agen.aclose()
-    return session.frames, session.fly
+    return session.outcome()
 
 
 # ---------------------------------------------------------------------------- HTTP/1.1
@@ -1099,6 +1122,8 @@ class Server:
         if not frames and not fly:
             return 204, None
         answer: dict[str, Any] = {"frames": frames}
+        if len(frames) == 1 and PARKED in frames[0]:
+            answer = {"frames": [], PARKED: frames[0][PARKED]}
         if fly:
             answer["fly"] = fly
         try:

@@ -36,6 +36,7 @@ from asya_sidecar.metrics import SidecarMetrics
 from asya_sidecar.reporting import Hop, Reporter, outcome_reports
 from asya_sidecar.runtime_client import (
     Frames,
+    Parked,
     RuntimeClient,
     RuntimeTimeout,
     RuntimeUnavailable,
@@ -299,7 +300,7 @@ class Consumer:
                 return timed_out, hop
             finally:
                 self.metrics.runtime_seconds.observe(time.perf_counter() - called)
-            if isinstance(result, Frames) and result.fly:
+            if isinstance(result, Frames | Parked) and result.fly:
                 self.events.forward(result.fly, envelope_id=parsed.id)
                 if reporter is not None and hop is not None:
                     reporter.report(hop.fly(result.fly, envelope.timestamp(self.clock())))

@@ -201,9 +201,13 @@ def outcome_reports(hop: Hop, decision: Decision, *, at: str) -> list[wire.HopRe
       so fan-out children are reported under theirs, and the route as sent); a policy's
       thenRoute carries its reason and error.
     - retried: `retrying` with the reason and error, on the attempt that failed.
+    - parked: `paused`: the envelope waits outside the pipeline (a batch job) until
+      whoever holds it sends it on.
     - failed, canceled, sumped: nothing; x-sink or x-sump reports how it ended.
     """
     outcome = decision.outcome
+    if outcome is Outcome.PARKED:
+        return [hop.report("paused", at)]
     if outcome is Outcome.RETRIED:
         retrying = hop.report("retrying", at)
         status = _status_of(decision.outputs[0].fields)

@@ -12,6 +12,10 @@ Crew actors (x-sink, x-sump) are the end of every road: what they finish goes no
 failure of theirs (a result store that is down) is retried later on their own queue, never
 sent to x-sink, which would loop. Deadlines do not apply to them: results are always kept.
 
+A handler may park the envelope (`yield "PARK", note`): the call ends with no result and
+nothing is sent; something outside the pipeline holds the envelope and continues it later
+(a batch job launched by asya_callers.jobs, which the operator's job watcher continues).
+
 A task canceled at the gateway is finished at its next hop without calling the handler
 (`canceled`): phase "canceled", reason "Canceled", no error, to x-sink, which records it and
 does not hand it to x-sump.
@@ -29,7 +33,7 @@ from asya_shared import names, wire
 from asya_sidecar import envelope, resiliency
 from asya_sidecar.envelope import Envelope, Invalid, Phase, Reason
 from asya_sidecar.resiliency import GiveUp, Resiliency, Retry, RouteTo
-from asya_sidecar.runtime_client import Frames, HandlerError, NoResult, Refused, Result
+from asya_sidecar.runtime_client import Frames, HandlerError, NoResult, Parked, Refused, Result
 from asya_sidecar.tracing import TraceContext
 
 # The error type the runtime reports when a handler overran its timeout (see the runtime).
@@ -44,6 +48,7 @@ class Outcome(StrEnum):
     RETRIED = "retried"  # sent back to this actor's own queue, to be tried again later
     DONE = "done"  # a crew actor finished; nothing more to send
     CANCELED = "canceled"  # canceled at the gateway: x-sink, phase canceled, handler not called
+    PARKED = "parked"  # the handler parked it (yield "PARK"): acked, nothing sent from here
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,10 @@ def decide(env: Envelope, result: Result, *, body: bytes, ctx: Context) -> Decis
     """The decision after the runtime answered `result` for `env` (received as `body`)."""
     if isinstance(result, Frames) and result.frames:
         return _route_frames(env, result.frames, body=body, ctx=ctx)
+    if isinstance(result, Parked):
+        # Continued later by whoever the handler handed it to (asya_callers.jobs: the
+        # operator's job watcher); a crew actor has nothing to continue.
+        return Decision(Outcome.DONE if ctx.is_crew else Outcome.PARKED)
     if isinstance(result, Frames | NoResult):
         return _finished(env, ctx)
     if isinstance(result, HandlerError):

@@ -54,6 +54,15 @@ class NoResult:
 
 
 @dataclass(frozen=True)
+class Parked:
+    """200 with "parked": the handler ended the call with `yield "PARK", note`; the envelope
+    goes nowhere from this actor (something outside the pipeline continues it later)."""
+
+    note: Any
+    fly: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class HandlerError:
     """500 processing_error: the handler raised, as the runtime described it (made safe)."""
 
@@ -67,7 +76,7 @@ class Refused:
     message: str
 
 
-Result = Frames | NoResult | HandlerError | Refused
+Result = Frames | NoResult | Parked | HandlerError | Refused
 
 
 class _Connection:
@@ -222,6 +231,10 @@ def _interpret(status: int, body: bytes) -> Result:
         frames, fly = answer.get("frames"), answer.get("fly") or []
         if not isinstance(frames, list) or not isinstance(fly, list):
             return Refused("the runtime answered 200 without a list of frames")
+        if "parked" in answer:
+            if frames:
+                return Refused("the runtime answered a parked call with frames")
+            return Parked(answer["parked"], fly)
         return Frames(frames, fly) if frames or fly else NoResult()
     if status == 500 and answer.get("error") == "processing_error":
         # Parsed here, at the edge: past this point every key is present and of its type.

@@ -168,3 +168,33 @@ def test_a_tuple_not_starting_with_a_verb_is_a_payload(abi_runtime: RuntimeProce
     response = run(abi_runtime, ["RAW", ["get", ".id"]])
 
     assert response.json()["frames"][0]["payload"] == ["get", ".id"]
+
+
+def test_park_ends_the_call_without_results(abi_runtime: RuntimeProcess) -> None:
+    response = run(
+        abi_runtime, ["GET", ".id"], ["FLY", {"job": "j-1"}], ["PARK", {"job": "jobs.batch/j-1"}]
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "frames": [],
+        "parked": {"job": "jobs.batch/j-1"},
+        "fly": [{"job": "j-1"}],
+    }
+
+
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [["EMIT", "first"], ["PARK", None]],
+        [["PARK", None], ["EMIT", "after"]],
+        [["PARK", None], ["PARK", None]],
+        [["RAW", ["PARK"]]],
+    ],
+)
+def test_park_cannot_be_mixed_with_results(abi_runtime: RuntimeProcess, ops: list[Any]) -> None:
+    response = run(abi_runtime, *ops)
+
+    assert response.status_code == 500
+    assert response.json()["details"]["type"] == "AbiError"
+    assert "PARK" in response.json()["details"]["message"]

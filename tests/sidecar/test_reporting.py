@@ -31,7 +31,7 @@ from asya_sidecar.reporting import (
     outcome_reports,
 )
 from asya_sidecar.routing import Context, Outcome
-from asya_sidecar.runtime_client import Frames, HandlerError, RuntimeClient
+from asya_sidecar.runtime_client import Frames, HandlerError, Parked, RuntimeClient
 from asya_sidecar.tracing import TraceContext
 from asya_transports import create
 from tests.support.report_receiver import ReportReceiver
@@ -559,3 +559,14 @@ def test_a_report_utf8_cannot_hold_is_still_sent() -> None:
     batch = {"reports": [{"events": ["half a pair: \ud800"]}], "canceled_cursor": 0}
 
     assert json.loads(reporting.encode(batch)) == batch
+
+
+def test_a_parked_envelope_is_reported_paused_with_its_route_as_it_stands() -> None:
+    env, body = incoming()
+    decision = routing.decide(env, Parked(None), body=body, ctx=ctx())
+
+    [paused] = outcome_reports(Hop(env, "infer"), decision, at=AT)
+
+    assert paused["event"] == "paused"
+    assert paused["id"] == "e1"
+    assert paused["route"] == {"prev": ["prep"], "curr": "infer", "next": ["post"]}

@@ -15,7 +15,7 @@ from asya_sidecar import envelope, resiliency, routing, runtime_client
 from asya_sidecar.consumer import feasible_delay
 from asya_sidecar.envelope import Envelope, Invalid, Reason
 from asya_sidecar.routing import Context, Outcome
-from asya_sidecar.runtime_client import Frames, HandlerError, NoResult, Refused
+from asya_sidecar.runtime_client import Frames, HandlerError, NoResult, Parked, Refused
 from asya_sidecar.tracing import TraceContext
 
 NOW = datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.UTC)
@@ -412,3 +412,13 @@ def test_a_delay_is_shortened_to_what_the_broker_can_hold(
     delay: float, longest: float, expected: float
 ) -> None:
     assert feasible_delay(delay, longest) == expected
+
+
+def test_a_parked_envelope_is_acked_and_sent_nowhere() -> None:
+    env, body = incoming()
+
+    decision = routing.decide(env, Parked({"job": "j"}, fly=[{"x": 1}]), body=body, ctx=ctx())
+
+    assert decision.outcome is Outcome.PARKED
+    assert decision.outputs == ()
+    assert decision.reason is None

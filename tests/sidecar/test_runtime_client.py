@@ -15,6 +15,7 @@ from asya_sidecar.runtime_client import (
     Frames,
     HandlerError,
     NoResult,
+    Parked,
     Refused,
     RuntimeClient,
     RuntimeTimeout,
@@ -135,6 +136,13 @@ async def test_a_restarted_runtime_is_reached_through_stale_pooled_connections(
         (204, b"", NoResult()),
         (200, b'{"frames": []}', NoResult()),
         (200, b'{"frames": [], "fly": [1]}', Frames([], [1])),
+        (200, b'{"frames": [], "parked": {"job": "j"}}', Parked({"job": "j"})),
+        (200, b'{"frames": [], "parked": null, "fly": [2]}', Parked(None, [2])),
+        (
+            200,
+            b'{"frames": [{"payload": 1}], "parked": 1}',
+            Refused("the runtime answered a parked call with frames"),
+        ),
         (200, b'{"frames": "x"}', Refused("the runtime answered 200 without a list of frames")),
         (200, b"not json", Refused("the runtime answered 200 with a body that is not JSON")),
         (

@@ -1,8 +1,11 @@
-"""Reading AsyncActor manifests for local runs (`asya dev`).
+"""Reading AsyncActor (and AsyaBinding) manifests for local runs (`asya dev`).
 
 The same YAML files a user applies to a cluster. Locally only the fields that change how a
 handler runs matter; `image`, `scaling` and pod settings are ignored (and said so in docs).
-`parse_actor` is pure; `load_actors` walks files and collects every problem it finds.
+An AsyaBinding whose spec.endpoint names a server runs as a bridge actor: its caller, pointed
+at that URL, exactly as the operator's bridge Deployment would run it (docs/bindings.md).
+`parse_actor` and `parse_binding` are pure; `load_actors` walks files and collects every
+problem it finds.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from asya_shared import names
 
 API_GROUP = "asya.sh"
 KIND = "AsyncActor"
+BINDING_KIND = "AsyaBinding"
 
 
 class ManifestError(ValueError):
@@ -75,6 +79,56 @@ def parse_actor(document: Mapping[str, Any], *, source: str) -> ActorManifest:
     )
 
 
+def parse_binding(document: Mapping[str, Any], *, source: str) -> ActorManifest:
+    """A binding with spec.endpoint as the actor a bridge would run: the caller's handler,
+    its env from spec.caller and spec.env, the URL from spec.endpoint."""
+    metadata = document.get("metadata") or {}
+    spec = document.get("spec")
+    where = f"{source}: AsyaBinding {metadata.get('name', '?')!r}"
+    if not isinstance(spec, dict):
+        raise ManifestError(f"{where} has no spec")
+    endpoint = spec.get("endpoint")
+    if not isinstance(endpoint, str) or not endpoint:
+        raise ManifestError(
+            f"{where}: asya dev runs a binding as a bridge actor calling spec.endpoint; set "
+            "it to the local server's URL (e.g. http://127.0.0.1:8080)"
+        )
+    try:
+        import pydantic
+
+        from asya_operator import binding_render
+        from asya_operator.binding_models import AsyaBinding
+    except ImportError as exc:  # pydantic comes with the operator extra only
+        raise ManifestError(
+            f"{where}: reading bindings needs the operator's dependencies: "
+            f"pip install 'asya[operator]' ({exc})"
+        ) from None
+    try:
+        binding = AsyaBinding.from_object(dict(document))
+        variables = binding_render.caller_env(binding, endpoint)
+        handler = binding_render.handler(binding.spec.caller)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ManifestError(f"{where}: {problems}") from None
+    except ValueError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+    return parse_actor(
+        {
+            "metadata": {"name": binding.name},
+            "spec": {
+                "actor": binding.actor,
+                "handler": handler,
+                "concurrency": binding.spec.concurrency,
+                "env": variables,
+                "resiliency": spec.get("resiliency"),
+            },
+        },
+        source=source,
+    )
+
+
 def _env(raw: Any, where: str) -> dict[str, str]:
     if raw is None:
         return {}
@@ -102,6 +156,14 @@ def is_async_actor(document: Any) -> bool:
     )
 
 
+def is_binding(document: Any) -> bool:
+    return (
+        isinstance(document, dict)
+        and document.get("kind") == BINDING_KIND
+        and str(document.get("apiVersion", "")).startswith(f"{API_GROUP}/")
+    )
+
+
 def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for raw in paths:
@@ -116,7 +178,8 @@ def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def load_actors(paths: Iterable[str | Path]) -> list[ActorManifest]:
-    """Every AsyncActor under `paths`; raises ManifestError listing all problems found."""
+    """Every AsyncActor, and every AsyaBinding as its bridge actor, under `paths`; raises
+    ManifestError listing all problems found."""
     actors: list[ActorManifest] = []
     problems: list[str] = []
     for path in manifest_files(paths):
@@ -126,10 +189,11 @@ def load_actors(paths: Iterable[str | Path]) -> list[ActorManifest]:
             problems.append(f"{path}: not valid YAML: {exc}")
             continue
         for document in documents:
-            if not is_async_actor(document):
-                continue
             try:
-                actors.append(parse_actor(document, source=str(path)))
+                if is_async_actor(document):
+                    actors.append(parse_actor(document, source=str(path)))
+                elif is_binding(document):
+                    actors.append(parse_binding(document, source=str(path)))
             except ManifestError as exc:
                 problems.append(str(exc))
     seen: dict[str, str] = {}
@@ -143,5 +207,7 @@ def load_actors(paths: Iterable[str | Path]) -> list[ActorManifest]:
         raise ManifestError("\n".join(problems))
     if not actors:
         listed = ", ".join(str(p) for p in paths)
-        raise ManifestError(f"no AsyncActor manifests (apiVersion {API_GROUP}/...) in {listed}")
+        raise ManifestError(
+            f"no AsyncActor manifests (nor AsyaBindings; apiVersion {API_GROUP}/...) in {listed}"
+        )
     return actors

@@ -1,8 +1,14 @@
-"""`asya render FILE...`: print the Kubernetes objects the operator makes of AsyncActors.
+"""`asya render FILE...`: print the Kubernetes objects the operator makes of AsyncActors
+and AsyaBindings.
 
-The same pure rendering the operator applies (asya_operator.render), run on manifests from
-disk, so a spec can be reviewed, diffed or linted without a cluster. Every problem in every
-manifest is reported at once; nothing is printed unless all of them render.
+The same pure rendering the operator applies (asya_operator.render, binding_render), run on
+manifests from disk, so a spec can be reviewed, diffed or linted without a cluster. Every
+problem in every manifest is reported at once; nothing is printed unless all of them render.
+
+An AsyaBinding needs its workload: `--workload FILE` gives the Deployment (or custom
+resource) it binds, plus any Services, HorizontalPodAutoscalers and ScaledObjects the operator
+would look at. Inject mode prints the whole workload with its patched pod template (for
+`kubectl diff -f -`), bridge mode the bridge's objects.
 
 Exit codes: 0 printed; 2 a bad manifest, a bad operator configuration or a spec the operator
 would refuse.
@@ -43,10 +49,12 @@ class RenderFailed(ValueError):
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "render",
-        help="print the Kubernetes objects the operator creates for AsyncActor manifests",
-        description="Render AsyncActor manifests into the objects the operator applies "
-        "(ConfigMap, Deployment, KEDA ScaledObject and TriggerAuthentication) and print "
-        "them as multi-document YAML. See docs/rendering.md.",
+        help="print the Kubernetes objects the operator creates for AsyncActor and "
+        "AsyaBinding manifests",
+        description="Render AsyncActor and AsyaBinding manifests into the objects the "
+        "operator applies (ConfigMap, Deployment, KEDA ScaledObject and "
+        "TriggerAuthentication; for a binding in inject mode, the patched workload) and print "
+        "them as multi-document YAML. See docs/rendering.md and docs/bindings.md.",
         epilog="exit codes: 0 printed, 2 a bad manifest, operator configuration or spec",
     )
     parser.add_argument(
@@ -64,6 +72,14 @@ def add_parser(commands: Any) -> None:
         "that names another one is an error, as with kubectl",
     )
     parser.add_argument(
+        "--workload",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="for AsyaBindings: manifests of the bound workload and of the Services, "
+        "HorizontalPodAutoscalers and ScaledObjects beside it (repeatable)",
+    )
+    parser.add_argument(
         "--operator-config",
         metavar="FILE",
         help="the operator's configuration (transports, sidecar image); default: one "
@@ -75,7 +91,11 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         text = render_text(
-            args.paths, namespace=args.namespace, config_path=args.operator_config, stdin=sys.stdin
+            args.paths,
+            namespace=args.namespace,
+            config_path=args.operator_config,
+            stdin=sys.stdin,
+            workloads=args.workload,
         )
     except RenderFailed as exc:
         print(f"asya render: {exc}", file=sys.stderr)
@@ -91,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render_text(
-    paths: Sequence[str], *, namespace: str | None, config_path: str | None, stdin: TextIO
+    paths: Sequence[str],
+    *,
+    namespace: str | None,
+    config_path: str | None,
+    stdin: TextIO,
+    workloads: Sequence[str] = (),
 ) -> str:
     try:
         from asya_operator import config as operator_config
@@ -109,7 +134,8 @@ def render_text(
         where = config_path or "built-in configuration"
         raise RenderFailed(f"{where}: {exc}") from None
     documents = read_documents(paths, stdin)
-    return dump(render_documents(documents, config, namespace=namespace))
+    beside = [d for _, d in read_documents(workloads, stdin)] if workloads else []
+    return dump(render_documents(documents, config, namespace=namespace, workloads=beside))
 
 
 def read_documents(paths: Sequence[str], stdin: TextIO) -> list[tuple[str, Any]]:
@@ -140,9 +166,14 @@ def read_documents(paths: Sequence[str], stdin: TextIO) -> list[tuple[str, Any]]
 
 
 def render_documents(
-    documents: Iterable[tuple[str, Any]], config: OperatorConfig, *, namespace: str | None
+    documents: Iterable[tuple[str, Any]],
+    config: OperatorConfig,
+    *,
+    namespace: str | None,
+    workloads: Sequence[Any] = (),
 ) -> list[dict[str, Any]]:
-    """Every object for every AsyncActor among `documents`; other kinds are skipped."""
+    """Every object for every AsyncActor and AsyaBinding among `documents`; other kinds are
+    skipped. `workloads` are the objects bindings are rendered against."""
     from pydantic import ValidationError
 
     from asya_operator.render import RenderError, render
@@ -152,6 +183,18 @@ def render_documents(
     seen: dict[tuple[str, str], str] = {}
     count = 0
     for source, document in documents:
+        if manifests.is_binding(document):
+            count += 1
+            try:
+                objects += _binding(document, config, namespace, workloads)
+            except ValidationError as exc:
+                name = (document.get("metadata") or {}).get("name", "?")
+                where = f"{source}: AsyaBinding {name!r}"
+                problems += [f"{where}: {problem}" for problem in _validation_problems(exc)]
+            except ValueError as exc:
+                name = (document.get("metadata") or {}).get("name", "?")
+                problems.append(f"{source}: AsyaBinding {name!r}: {exc}")
+            continue
         if not manifests.is_async_actor(document):
             continue
         count += 1
@@ -180,29 +223,76 @@ def render_documents(
         raise RenderFailed("\n".join(problems))
     if count == 0:
         raise RenderFailed(
-            f"no AsyncActor manifests (apiVersion {manifests.API_GROUP}/...) in the input"
+            f"no AsyncActor manifests (nor AsyaBindings; apiVersion {manifests.API_GROUP}/...) "
+            "in the input"
         )
     return objects
 
 
-def _actor(document: dict[str, Any], namespace: str | None) -> AsyncActor:
-    from asya_operator.models import AsyncActor
+def _binding(
+    document: dict[str, Any], config: OperatorConfig, namespace: str | None, beside: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """The objects of one binding, against the workload among `beside` it names (raises
+    ValueError, RenderError included, or pydantic's ValidationError)."""
+    from asya_operator import binding_render
+    from asya_operator.binding_models import AsyaBinding
 
+    binding = AsyaBinding.from_object({**document, "metadata": _metadata(document, namespace)})
+    ref = binding.spec.workload_ref
+    objects = [d for d in beside if isinstance(d, dict)]
+
+    def of_kind(kind: str) -> list[dict[str, Any]]:
+        return [d for d in objects if d.get("kind") == kind]
+
+    workload = next(
+        (
+            d
+            for d in objects
+            if d.get("kind") == ref.kind
+            and d.get("apiVersion") == ref.api_version
+            and (d.get("metadata") or {}).get("name") == ref.name
+        ),
+        None,
+    )
+    if workload is None and objects:
+        given = ", ".join(
+            f"{d.get('kind')} {(d.get('metadata') or {}).get('name')}" for d in objects
+        )
+        raise ValueError(
+            f"spec.workloadRef names {ref.kind} {ref.name} ({ref.api_version}), which is not "
+            f"among the --workload manifests ({given})"
+        )
+    return binding_render.offline(
+        binding,
+        workload=workload,
+        services=of_kind("Service"),
+        autoscalers=of_kind("HorizontalPodAutoscaler"),
+        scaled_objects=of_kind("ScaledObject"),
+        config=config,
+    )
+
+
+def _metadata(document: dict[str, Any], namespace: str | None) -> dict[str, Any]:
     metadata = document.get("metadata") or {}
     if not isinstance(metadata, dict) or not metadata.get("name"):
         raise ValueError("metadata.name is required")
     own = metadata.get("namespace")
     if namespace and own and own != namespace:
         raise ValueError(f"metadata.namespace {own!r} does not match --namespace {namespace!r}")
-    metadata = {**metadata, "namespace": own or namespace or "default"}
-    return AsyncActor.from_object({**document, "metadata": metadata})
+    return {**metadata, "namespace": own or namespace or "default"}
+
+
+def _actor(document: dict[str, Any], namespace: str | None) -> AsyncActor:
+    from asya_operator.models import AsyncActor
+
+    return AsyncActor.from_object({**document, "metadata": _metadata(document, namespace)})
 
 
 def _validation_problems(exc: ValidationError) -> list[str]:
     """Pydantic's errors as `spec.field.path: message (got value)`."""
     problems = []
     # from_object validates the spec on its own, so its locations start below `spec`.
-    root = "spec" if exc.title == "AsyncActorSpec" else "metadata"
+    root = "spec" if exc.title in ("AsyncActorSpec", "AsyaBindingSpec") else "metadata"
     for error in exc.errors():
         path = root
         for part in error["loc"]:

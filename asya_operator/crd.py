@@ -1,12 +1,12 @@
-"""The AsyncActor CustomResourceDefinition, generated from the pydantic models.
+"""The AsyncActor and AsyaBinding CustomResourceDefinitions, generated from pydantic models.
 
-`asya_operator/models.py` is the single source: fields, defaults, constraints, descriptions
-and CEL rules all live there, and this module only translates pydantic's JSON Schema into the
-*structural* OpenAPI v3 schema the API server demands (a `type` on every node, no `$ref`, no
-`anyOf`, optional fields simply left out of `required`).
+`asya_operator/models.py` and `binding_models.py` are the single source: fields, defaults,
+constraints, descriptions and CEL rules all live there, and this module only translates
+pydantic's JSON Schema into the *structural* OpenAPI v3 schema the API server demands (a
+`type` on every node, no `$ref`, no `anyOf`, optional fields simply left out of `required`).
 
-    python -m asya_operator.crd           # (or `make crds`) rewrite crds/asyncactor.yaml
-                                          # and the operator chart's copy
+    python -m asya_operator.crd           # (or `make crds`) rewrite crds/asyncactor.yaml,
+                                          # crds/asyabinding.yaml and the chart's copies
     python -m asya_operator.crd --check   # exit 1 when a committed file is out of date
 """
 
@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from asya_operator import binding_models
 from asya_operator.models import (
     GROUP,
     KIND,
@@ -37,9 +38,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CRD_PATH = ROOT / "crds" / "asyncactor.yaml"
 # Helm installs what a chart's crds/ holds, and a chart cannot reach outside its directory.
 CHART_CRD_PATH = ROOT / "charts" / "asya-operator" / "crds" / "asyncactor.yaml"
+BINDING_CRD_PATH = ROOT / "crds" / "asyabinding.yaml"
+CHART_BINDING_CRD_PATH = ROOT / "charts" / "asya-operator" / "crds" / "asyabinding.yaml"
 HEADER = (
     "# Generated from asya_operator/models.py by `make crds` (python -m asya_operator.crd).\n"
     "# Do not edit by hand: tests/operator/test_crd.py fails when it is out of date.\n"
+)
+BINDING_HEADER = (
+    "# Generated from asya_operator/binding_models.py by `make crds`"
+    " (python -m asya_operator.crd).\n"
+    "# Do not edit by hand: tests/operator/test_binding_crd.py fails when it is out of date.\n"
 )
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -164,11 +172,36 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     return _structural(raw, defs, model.__name__)
 
 
-def openapi_schema() -> dict[str, Any]:
-    """The schema of a whole AsyncActor object, root CEL rules included."""
+BINDING_PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Mode", "type": "string", "jsonPath": ".status.mode"},
+    {"name": "Kind", "type": "string", "jsonPath": ".spec.workloadRef.kind"},
+    {"name": "Workload", "type": "string", "jsonPath": ".spec.workloadRef.name"},
+    {"name": "Protocol", "type": "string", "jsonPath": ".spec.caller.protocol"},
+    {"name": "Min", "type": "integer", "jsonPath": ".spec.scaling.minReplicas"},
+    {"name": "Max", "type": "integer", "jsonPath": ".spec.scaling.maxReplicas"},
+    {"name": "Transport", "type": "string", "jsonPath": ".spec.transport.name"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Queue", "type": "string", "jsonPath": ".status.queue", "priority": 1},
+    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.status=="False")].reason',
+        "priority": 1,
+        "description": "Reasons of the conditions that are False.",
+    },
+]
+
+
+def _object_schema(
+    description: str,
+    spec: type[BaseModel],
+    status: type[BaseModel],
+    validations: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
     return {
-        "description": "An asynchronous actor: a Python handler deployed as its own workload, "
-        "consuming its own queue, scaled by KEDA on that queue's depth.",
+        "description": description,
         "type": "object",
         "required": ["spec"],
         "properties": {
@@ -182,27 +215,55 @@ def openapi_schema() -> dict[str, Any]:
                     "generateName": {"type": "string"},
                 },
             },
-            "spec": structural_schema(AsyncActorSpec),
-            "status": structural_schema(AsyncActorStatus),
+            "spec": structural_schema(spec),
+            "status": structural_schema(status),
         },
-        _VALIDATIONS: _rules(RESOURCE_VALIDATIONS),
+        _VALIDATIONS: _rules(validations),
     }
 
 
-def build_crd() -> dict[str, Any]:
-    """The CustomResourceDefinition of AsyncActor, as a plain dict."""
+def openapi_schema() -> dict[str, Any]:
+    """The schema of a whole AsyncActor object, root CEL rules included."""
+    return _object_schema(
+        "An asynchronous actor: a Python handler deployed as its own workload, "
+        "consuming its own queue, scaled by KEDA on that queue's depth.",
+        AsyncActorSpec,
+        AsyncActorStatus,
+        RESOURCE_VALIDATIONS,
+    )
+
+
+def binding_openapi_schema() -> dict[str, Any]:
+    """The schema of a whole AsyaBinding object, root CEL rules included."""
+    return _object_schema(
+        "A queue, a sidecar and queue-depth scaling for a model server deployed by other "
+        "tools: injected into its Deployment, or run beside it as a bridge.",
+        binding_models.AsyaBindingSpec,
+        binding_models.AsyaBindingStatus,
+        binding_models.RESOURCE_VALIDATIONS,
+    )
+
+
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    short_names: Sequence[str],
+    columns: Sequence[Mapping[str, Any]],
+    schema: dict[str, Any],
+) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": KIND.lower(),
-                "shortNames": list(SHORT_NAMES),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": list(short_names),
             },
             "scope": "Namespaced",
             "versions": [
@@ -211,12 +272,34 @@ def build_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": copy.deepcopy(PRINTER_COLUMNS),
-                    "schema": {"openAPIV3Schema": openapi_schema()},
+                    "additionalPrinterColumns": copy.deepcopy(list(columns)),
+                    "schema": {"openAPIV3Schema": schema},
                 }
             ],
         },
     }
+
+
+def build_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition of AsyncActor, as a plain dict."""
+    return _crd(
+        kind=KIND,
+        plural=PLURAL,
+        short_names=SHORT_NAMES,
+        columns=PRINTER_COLUMNS,
+        schema=openapi_schema(),
+    )
+
+
+def build_binding_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition of AsyaBinding, as a plain dict."""
+    return _crd(
+        kind=binding_models.KIND,
+        plural=binding_models.PLURAL,
+        short_names=binding_models.SHORT_NAMES,
+        columns=BINDING_PRINTER_COLUMNS,
+        schema=binding_openapi_schema(),
+    )
 
 
 def apply_defaults(value: Any, schema: Mapping[str, Any]) -> Any:
@@ -257,16 +340,33 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
+def _dump(crd: dict[str, Any]) -> str:
+    return yaml.dump(crd, Dumper=_Dumper, sort_keys=False, width=100)
+
+
 def render() -> str:
     """The text of crds/asyncactor.yaml."""
-    body = yaml.dump(build_crd(), Dumper=_Dumper, sort_keys=False, width=100)
-    return HEADER + body
+    return HEADER + _dump(build_crd())
+
+
+def render_binding() -> str:
+    """The text of crds/asyabinding.yaml."""
+    return BINDING_HEADER + _dump(build_binding_crd())
+
+
+def _check(outputs: Sequence[Path], text: str, source: str) -> bool:
+    stale = [o for o in outputs if not o.exists() or o.read_text() != text]
+    for output in stale:
+        print(f"{output} is out of date with {source}: run `make crds`", file=sys.stderr)
+    for output in sorted(set(outputs) - set(stale)):
+        print(f"{output} is up to date")
+    return not stale
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m asya_operator.crd",
-        description="Write the AsyncActor CRD generated from asya_operator/models.py.",
+        description="Write the AsyncActor and AsyaBinding CRDs generated from the models.",
     )
     parser.add_argument(
         "--check", action="store_true", help="only compare; exit 1 when a file is out of date"
@@ -275,25 +375,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output",
         type=Path,
         action="append",
-        help=f"a file to write (repeatable); default: {CRD_PATH} and {CHART_CRD_PATH}",
+        help=f"an AsyncActor CRD file to write (repeatable); default: {CRD_PATH} and "
+        f"{CHART_CRD_PATH}",
+    )
+    parser.add_argument(
+        "--binding-output",
+        type=Path,
+        action="append",
+        help=f"an AsyaBinding CRD file to write (repeatable); default: {BINDING_CRD_PATH} and "
+        f"{CHART_BINDING_CRD_PATH}",
     )
     args = parser.parse_args(argv)
-    outputs: list[Path] = args.output or [CRD_PATH, CHART_CRD_PATH]
-    text = render()
+    # Naming files of one kind writes only those: the defaults apply when nothing is named.
+    named = bool(args.output or args.binding_output)
+    actor_outputs: list[Path] = args.output or ([] if named else [CRD_PATH, CHART_CRD_PATH])
+    binding_outputs: list[Path] = args.binding_output or (
+        [] if named else [BINDING_CRD_PATH, CHART_BINDING_CRD_PATH]
+    )
+    jobs = [
+        (actor_outputs, render(), "asya_operator/models.py"),
+        (binding_outputs, render_binding(), "asya_operator/binding_models.py"),
+    ]
     if args.check:
-        stale = [o for o in outputs if not o.exists() or o.read_text() != text]
-        for output in stale:
-            print(
-                f"{output} is out of date with asya_operator/models.py: run `make crds`",
-                file=sys.stderr,
-            )
-        for output in sorted(set(outputs) - set(stale)):
-            print(f"{output} is up to date")
-        return 1 if stale else 0
-    for output in outputs:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        print(f"wrote {output}")
+        results = [_check(outputs, text, source) for outputs, text, source in jobs]
+        return 0 if all(results) else 1
+    for outputs, text, _ in jobs:
+        for output in outputs:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text)
+            print(f"wrote {output}")
     return 0
 
 

@@ -567,3 +567,9 @@ def _warn_kept(body: kopf.Body, logger: kopf.Logger, keep: deletion.Keep) -> Non
     kopf.warn(body, reason="QueueRetained", message=keep.message)
     if keep.logged:
         logger.warning(keep.message)
+
+
+# AsyaBinding's handlers share this module's State, and the job watcher continues launched
+# batch jobs (docs/jobs.md): both are registered with kopf by the same import that registers
+# AsyncActor's (asya operator, the tests).
+from asya_operator import binding_handlers, jobs_watch  # noqa: E402, F401

@@ -95,12 +95,17 @@ def test_crd_copy_is_the_generated_crd() -> None:
     assert crd.CHART_CRD_PATH.read_text() == crd.render(), (
         "charts/asya-operator/crds/asyncactor.yaml is out of date: run `make crds`"
     )
-    (shipped,) = chart(OPERATOR).crds
-    assert shipped["name"] == "crds/asyncactor.yaml"
-    assert shipped["data"] == crd.render()
-    document = yaml.safe_load(shipped["data"])
-    assert document == crd.build_crd()
-    validate([document])
+    assert crd.CHART_BINDING_CRD_PATH.read_text() == crd.render_binding(), (
+        "charts/asya-operator/crds/asyabinding.yaml is out of date: run `make crds`"
+    )
+    shipped = {item["name"]: item["data"] for item in chart(OPERATOR).crds}
+    assert shipped == {
+        "crds/asyncactor.yaml": crd.render(),
+        "crds/asyabinding.yaml": crd.render_binding(),
+    }
+    documents = [yaml.safe_load(shipped[name]) for name in sorted(shipped)]
+    assert documents == [crd.build_binding_crd(), crd.build_crd()]
+    validate(documents)
 
 
 def test_crd_check_covers_the_chart_copy(tmp_path: Path) -> None:
@@ -128,7 +133,9 @@ def test_default_installs_exactly_these_objects() -> None:
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in rendered({}))
     assert kinds == [
         ("ClusterRole", "asya-operator"),
+        ("ClusterRole", "asya-operator-jobs"),
         ("ClusterRoleBinding", "asya-operator"),
+        ("ClusterRoleBinding", "asya-operator-jobs"),
         ("ConfigMap", "asya-operator"),
         ("Deployment", "asya-operator"),
         ("Service", "asya-operator"),
@@ -443,6 +450,26 @@ OPERATOR_RULES = {
         ("keda.sh", resource, verb)
         for resource in ("scaledobjects", "triggerauthentications")
         for verb in ("get", "create", "patch", "delete")
+    ),
+    # AsyaBindings (docs/bindings.md): the resource, and what deciding how to bind reads.
+    *(("asya.sh", "asyabindings", verb) for verb in ("get", "list", "watch", "patch")),
+    ("asya.sh", "asyabindings/status", "patch"),
+    ("", "services", "list"),
+    ("autoscaling", "horizontalpodautoscalers", "list"),
+    ("keda.sh", "scaledobjects", "list"),
+    ("serving.kserve.io", "inferenceservices", "get"),
+    ("ray.io", "rayservices", "get"),
+    ("kaito.sh", "workspaces", "get"),
+    # The job watcher (templates/rbac-jobs.yaml): the four batch-job kinds, nothing else.
+    *(
+        (group, resource, verb)
+        for group, resource in (
+            ("batch", "jobs"),
+            ("batch.volcano.sh", "jobs"),
+            ("kubeflow.org", "pytorchjobs"),
+            ("trainer.kubeflow.org", "trainjobs"),
+        )
+        for verb in ("get", "list", "watch", "patch", "delete")
     ),
 }
 

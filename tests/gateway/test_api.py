@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 import asya_transports as transports
+from asya_gateway import server as server_module
 from asya_gateway.app import MAX_LIMIT
 from asya_gateway.flows import parse_flows
 from asya_gateway.server import (
@@ -656,3 +658,25 @@ def test_loopback_hosts_need_no_keys(host: str) -> None:
 def test_the_two_ports_must_differ() -> None:
     with pytest.raises(SettingsError, match="both 9000"):
         GatewaySettings(port=9000, internal_port=9000).check()
+
+
+async def test_connections_to_either_port_are_accepted_with_nodelay() -> None:
+    # Without TCP_NODELAY a kept-alive client (the CLI, a sidecar's reporter) waits ~40 ms
+    # for each response's last segment: asyncio sets it only on sockets that say TCP.
+    accepted: asyncio.Queue[int] = asyncio.Queue()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        await accepted.put(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(
+        on_connect, sock=server_module._listen("127.0.0.1", 0, "public API")
+    )
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            assert await asyncio.wait_for(accepted.get(), 30) != 0
+        finally:
+            writer.close()

@@ -227,12 +227,18 @@ async def test_concurrency_runs_envelopes_side_by_side(start_pipeline: StartPipe
 
 
 async def test_sigterm_drains_in_flight_work_and_loses_nothing(
-    start_pipeline: StartPipeline,
+    start_pipeline: StartPipeline, tmp_path: Path
 ) -> None:
-    pipeline = await start_pipeline([actor("slow", "flow.hold", concurrency=2)])
-    ids = [await pipeline.send(["slow"], {"i": i, "hold_s": 0.4}) for i in range(8)]
-    first = await pipeline.results(ids[:1])
-    assert first
+    pipeline = await start_pipeline([actor("slow", "flow.hold_marked", concurrency=2)])
+    markers = [tmp_path / f"started-{i}" for i in range(8)]
+    ids = [
+        await pipeline.send(["slow"], {"i": i, "hold_s": 1.0, "started": str(marker)})
+        for i, marker in enumerate(markers)
+    ]
+    # The signal must find work in flight: the third call has started and holds for 1 s.
+    # (Waiting for the first result instead raced a slow broker's next delivery: at times
+    # nothing was in flight, and nothing was drained.)
+    await eventually(markers[2].exists, what="the third call to start")
 
     sidecar = pipeline.pipeline.supervisor
     os.kill(sidecar.pid("slow/sidecar"), signal.SIGTERM)

@@ -36,6 +36,7 @@ class GatewayPlan:
     port: int  # the public API
     internal_port: int  # where sidecars and the crew report
     flows: Path | None = None  # the flows file to serve, if any
+    store: str | None = None  # its store URL; None: SQLite in the state dir (asya dev's)
 
     @property
     def url(self) -> str:
@@ -151,7 +152,7 @@ def _gateway(
         "--host", "127.0.0.1",
         "--port", str(gateway.port),
         "--internal-port", str(gateway.internal_port),
-        "--store", gateway_store_url(settings.state_dir),
+        "--store", gateway.store or gateway_store_url(settings.state_dir),
     ]  # fmt: skip
     if gateway.flows is not None:
         argv += ["--flows", str(gateway.flows)]

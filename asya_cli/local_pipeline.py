@@ -44,9 +44,11 @@ class LocalPipeline:
         extra_env: Mapping[str, str] | None = None,
         gateway_port: int | None = None,
         flows: Path | None = None,
+        gateway_store: str | None = None,
     ) -> None:
         """`gateway_port` None runs no gateway (nothing is reported); 0 runs one on a free
-        port; `flows` is the flows file it serves."""
+        port; `flows` is the flows file it serves, `gateway_store` its store URL (default:
+        SQLite in the state dir, as `asya dev`)."""
         self.actors = list(actors)
         self.state_dir = state_dir.resolve()
         self.settings = DevSettings(
@@ -72,6 +74,7 @@ class LocalPipeline:
                 port=gateway_port or ports[sidecars + 1],
                 internal_port=ports[sidecars],
                 flows=flows,
+                store=gateway_store,
             )
         self.specs = dev_plan.plan(
             self.actors,

@@ -150,18 +150,6 @@ async def _admin(statement: str) -> None:
         await conn.close()
 
 
-def with_store(pipeline: LocalPipeline, store_url: str) -> None:
-    """Point the pipeline's gateway at `store_url` instead of `asya dev`'s SQLite file."""
-    specs = []
-    for spec in pipeline.specs:
-        if spec.role == "gateway":
-            argv = list(spec.argv)
-            argv[argv.index("--store") + 1] = store_url
-            spec = dataclasses.replace(spec, argv=tuple(argv))
-        specs.append(spec)
-    pipeline.specs = specs
-
-
 def echo_actors(*names: str) -> list[ActorManifest]:
     return [
         ActorManifest(
@@ -189,9 +177,8 @@ async def gateway_pipeline(
                 out=output,
                 extra_env={env.LOG_LEVEL: "WARNING"},
                 gateway_port=0,
+                gateway_store=store_url,
             )
-            if store_url is not None:
-                with_store(pipeline, store_url)
             if gateway_only:
                 pipeline.specs = [s for s in pipeline.specs if s.role == "gateway"]
             try:

@@ -113,6 +113,15 @@ def test_with_a_gateway_it_runs_first_and_every_sidecar_and_the_crew_report_to_i
     assert "ASYA_GATEWAY_URL" not in runtime.env
 
 
+def test_a_gateway_may_keep_its_tasks_in_another_store() -> None:
+    gateway = dev_plan.GatewayPlan(port=8080, internal_port=9001, store="postgresql://db/asya")
+
+    specs = dev_plan.plan([], SETTINGS, base_env={}, ports=[1, 2], gateway=gateway)
+
+    argv = specs[0].argv
+    assert argv[argv.index("--store") + 1] == "postgresql://db/asya"
+
+
 def test_without_a_gateway_nothing_reports() -> None:
     actor = ActorManifest(name="prep", handler="steps.prep", source="f")
 

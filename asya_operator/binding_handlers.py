@@ -51,6 +51,7 @@ from asya_operator.binding_models import (
     Target,
 )
 from asya_operator.handlers import State, backoff, delete_owned, describe, state_of
+from asya_operator.pause import pause
 from asya_operator.queues import BrokerUnavailable, QueueAdminError, QueueGone
 
 ASYABINDINGS = kube.Resource(GROUP, VERSION, PLURAL, "AsyaBinding")
@@ -453,8 +454,7 @@ async def resync(
     that went away."""
     state = state_of(memo)
     while not stopped:
-        await stopped.wait(state.resync_seconds)
-        if stopped:
+        if await pause(stopped, state.resync_seconds):
             break
         try:
             await reconcile(state, body, logger, retry=0)

@@ -38,6 +38,7 @@ import pydantic
 from asya_operator import deletion, kube, models, observed, render, status
 from asya_operator.config import CONFIG_ENV, OperatorConfig, OperatorConfigError, load
 from asya_operator.metrics import METRICS
+from asya_operator.pause import pause
 from asya_operator.queues import BrokerUnavailable, QueueAdmin, QueueAdminError, QueueGone
 
 FINALIZER = "asya.sh/finalizer"
@@ -442,8 +443,7 @@ async def resync(
     """Reconcile again every `resync_seconds`: the drift correction."""
     state = state_of(memo)
     while not stopped:
-        await stopped.wait(state.resync_seconds)
-        if stopped:
+        if await pause(stopped, state.resync_seconds):
             break
         try:
             await reconcile(state, body, logger, retry=0)
@@ -461,8 +461,7 @@ async def refresh(
     """Every `queueRefreshSeconds`: queue depth, replicas and KEDA's verdict into the status."""
     state = state_of(memo)
     while not stopped:
-        await stopped.wait(state.config.queue_refresh_seconds)
-        if stopped:
+        if await pause(stopped, state.config.queue_refresh_seconds):
             break
         try:
             await refresh_once(state, body)

@@ -1,5 +1,5 @@
-"""The gateway's two ASGI apps, built from one `Gateway` (the store, the transport, the flows,
-the keys and the metrics they share).
+"""The gateway's two ASGI apps, built from one `Gateway` (service.py: the store, the
+transport, the flows, the keys and the metrics they share).
 
 Public app (`--port`): the tasks API, its event streams, /healthz, /readyz, /metrics.
 
@@ -15,11 +15,7 @@ Internal app (`--internal-port`): reports only, never a task read.
                                     {"accepted", "canceled": [ids], "canceled_cursor"}
     GET    /healthz
 
-Submitting stores the task (pending) first and publishes its envelope second. When the
-broker cannot take the envelope, the task is recorded as failed (reason `PublishFailed`, the
-transport's error as `error`) and the answer is 503: the task exists and says what
-happened, and nothing is ever left pending for an envelope that was never sent. A first
-actor without a queue fails it the same way with reason `UnknownActor` and 400.
+What a request does to tasks is decided in service.py, which every front door shares.
 
 Every error answer has the shape of errors.py; every route but the health, readiness and
 metrics ones needs an API key when keys are configured (auth.py).
@@ -28,30 +24,27 @@ metrics ones needs an API key when keys are configured (auth.py).
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import asya_transports as transports
-from asya_gateway import submit
-from asya_gateway.auth import ApiKeys
 from asya_gateway.errors import ApiError, error_response
-from asya_gateway.flows import Flow
-from asya_gateway.metrics import CONTENT_TYPE, GatewayMetrics, TimedStore
+from asya_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from asya_gateway.reports import parse_batch
-from asya_gateway.sse import KEEPALIVE_S, TaskStream, parse_last_event_id
-from asya_gateway.store.base import Event, Store, StoreError, TaskConflict, TaskNotFound
+from asya_gateway.service import Gateway, count_finished, too_large
+from asya_gateway.sse import TaskStream, parse_last_event_id
+from asya_gateway.store.base import StoreError
+from asya_gateway.streaming import BoundedStreamingResponse
 from asya_gateway.tasks import Task, TaskStatus
-from asya_shared import names, wire
+from asya_shared import names
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -69,47 +62,6 @@ MAX_LIMIT = 500
 READINESS_TIMEOUT_S = 3.0
 # Where a publish failure is recorded as having happened: the gateway is no actor.
 _SUBMITTER = "gateway"
-
-
-def _utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-class Gateway:
-    """What both apps share. `store` is wrapped so that every call is timed in `metrics`."""
-
-    def __init__(
-        self,
-        store: Store,
-        transport: transports.Broker,
-        *,
-        namespace: str = "default",
-        flows: Mapping[str, Flow] | None = None,
-        keys: ApiKeys | None = None,
-        metrics: GatewayMetrics | None = None,
-        keepalive_s: float = KEEPALIVE_S,
-        clock: Callable[[], datetime.datetime] = _utc_now,
-    ) -> None:
-        self.metrics = metrics or GatewayMetrics()
-        self.store: Store = TimedStore(store, self.metrics)
-        self.transport = transport
-        names.queue_name(namespace, names.SINK)  # InvalidName now, not at the first submit
-        self.namespace = namespace
-        self.flows: Mapping[str, Flow] = dict(flows or {})
-        self.keys = keys
-        self.keepalive_s = keepalive_s
-        self.clock = clock
-        # Set when the gateway stops: open event streams end instead of holding it up.
-        self.stopping = asyncio.Event()
-
-    def tenant(self, request: Request) -> str:
-        """The caller's tenant: "" with auth off, else the tenant of its API key (or 401)."""
-        if self.keys is None:
-            return ""
-        return self.keys.authenticate(request.headers.get("authorization"))
-
-    def now(self) -> str:
-        return submit.timestamp(self.clock())
 
 
 # ------------------------------------------------------------------------------ public
@@ -136,81 +88,14 @@ class _PublicApi:
 
     async def submit(self, request: Request) -> Response:
         gw = self.gw
-        tenant = gw.tenant(request)
-        limit = gw.transport.max_message_bytes
-        body = await _read_body(request, limit)
-        submission = submit.parse_submission(
-            body, gw.flows, namespace=gw.namespace, transport=gw.transport.name
-        )
-        if submission.id is not None:
-            try:
-                existing = await gw.store.get(submission.id, tenant)
-            except TaskNotFound:
-                pass
-            else:
-                return _task_response(existing, 200)
-        envelope = submit.build_envelope(
-            submission,
-            task_id=submission.id or submit.new_task_id(),
-            now=gw.clock(),
-            traceparent=f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01",
-        )
-        data = submit.encode(envelope)
-        if len(data) > limit:
-            raise _too_large(len(data), limit, gw.transport.name)
-        queue = submit.queue_of(gw.namespace, submission.route[0], gw.transport.name)
-        try:
-            # The envelope waits in the task's outbox until the broker has it: a gateway
-            # killed in between leaves it for outbox.py's sweep, not pending for ever.
-            task, created = await gw.store.create(
-                submit.build_task(submission, envelope, tenant=tenant),
-                envelope=data.decode(),
-            )
-        except TaskConflict as exc:  # another tenant's task holds this id
-            raise ApiError(409, "id_taken", str(exc)) from None
-        if not created:
-            return _task_response(task, 200)  # a concurrent POST with the same id won
-        gw.metrics.submitted.inc()
-        try:
-            await gw.transport.send(queue, data)
-        except Exception as exc:
-            # Whatever happened, the task must not stay pending for an envelope never sent.
-            await self._publish_failed(task, exc)
-            if not isinstance(exc, transports.TransportError):
-                log.exception("task %s: publishing failed unexpectedly", task.id)
-            raise _publish_error(task, queue, exc) from None
-        try:
-            await gw.store.published(task.id)
-        except StoreError as exc:
-            # The task runs; the sweep will publish its envelope a second time.
-            log.warning("task %s: published, but emptying its outbox failed: %s", task.id, exc)
-        return _task_response(task, 201)
-
-    async def _publish_failed(self, task: Task, exc: Exception) -> None:
-        reason = "UnknownActor" if isinstance(exc, transports.QueueNotFound) else "PublishFailed"
-        mro = [cls.__name__ for cls in type(exc).__mro__ if cls not in (object, BaseException)]
-        report: wire.HopReport = {
-            "id": task.id,
-            "parent_id": None,
-            "actor": _SUBMITTER,
-            "event": "failed",
-            "route": task.route,
-            "attempt": 1,
-            "at": self.gw.now(),
-            "reason": reason,
-            "error": wire.error_details(type(exc).__name__, str(exc), mro=mro),
-        }
-        try:
-            events = await self.gw.store.apply([report])
-        except StoreError:
-            # Both the broker and the store are failing; the answer says the broker did.
-            log.exception("task %s: publishing failed and recording the failure failed", task.id)
-            return
-        _count_finished(self.gw.metrics, events)
+        tenant = _tenant(gw, request)
+        submission = gw.parse(await _read_body(request, gw.transport.max_message_bytes))
+        task, created = await gw.submit(submission, tenant)
+        return _task_response(task, 201 if created else 200)
 
     async def list_tasks(self, request: Request) -> Response:
         gw = self.gw
-        tenant = gw.tenant(request)
+        tenant = _tenant(gw, request)
         query = request.query_params
         status = _status_param(query.get("status"))
         limit = _limit_param(query.get("limit"))
@@ -224,55 +109,24 @@ class _PublicApi:
         )
 
     async def get_task(self, request: Request) -> Response:
-        tenant = self.gw.tenant(request)
-        task_id = request.path_params["task_id"]
-        return JSONResponse((await _get(self.gw.store, task_id, tenant)).to_json())
+        tenant = _tenant(self.gw, request)
+        return JSONResponse((await self.gw.get(request.path_params["task_id"], tenant)).to_json())
 
     async def cancel_task(self, request: Request) -> Response:
-        gw = self.gw
-        tenant = gw.tenant(request)
-        task_id = request.path_params["task_id"]
-        at = gw.now()
-        try:
-            task = await gw.store.cancel(task_id, tenant, at=at)
-        except TaskNotFound:
-            raise _not_found(task_id) from None
-        except TaskConflict as exc:
-            raise ApiError(
-                409,
-                "conflict",
-                f"task {task_id!r} already {exc.task.status}; only a pending, running or paused "
-                "task can be canceled",
-            ) from None
-        if task.updated_at == at:  # canceled by this call, not before
-            gw.metrics.finished(str(TaskStatus.CANCELED))
+        tenant = _tenant(self.gw, request)
+        task = await self.gw.cancel(request.path_params["task_id"], tenant)
         return JSONResponse(task.to_json())
 
     async def events(self, request: Request) -> Response:
         gw = self.gw
-        tenant = gw.tenant(request)
         task_id = request.path_params["task_id"]
-        stream = TaskStream(
-            gw.store,
+        stream = await gw.follow(
             task_id,
-            tenant,
+            _tenant(gw, request),
             last_event_id=parse_last_event_id(request.headers.get("last-event-id")),
-            keepalive=gw.keepalive_s,
-            stopping=gw.stopping,
         )
-        try:
-            await stream.open()
-        except TaskNotFound:
-            await stream.close()
-            raise _not_found(task_id) from None
-        except BaseException:
-            await stream.close()
-            raise
-        return StreamingResponse(
-            _follow(stream, gw.metrics, task_id),
-            media_type="text/event-stream",
-            # No proxy may buffer or cache a live stream.
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        return BoundedStreamingResponse(
+            _follow(stream, gw.metrics, task_id), send_timeout=gw.send_timeout_s
         )
 
     async def readyz(self, request: Request) -> Response:
@@ -334,7 +188,7 @@ def internal_app(gateway: Gateway) -> Starlette:
     async def reports(request: Request) -> Response:
         batch, cursor = parse_batch(await request.body())
         events = await gateway.store.apply(batch) if batch else []
-        _count_finished(gateway.metrics, events)
+        count_finished(gateway.metrics, events)
         canceled, next_cursor = await gateway.store.canceled_since(cursor)
         gateway.metrics.report_batches.inc()
         gateway.metrics.reports.inc(len(batch))
@@ -364,6 +218,10 @@ def _app(routes: list[Route], metrics: GatewayMetrics) -> Starlette:
     )
     app.add_middleware(_Timing, metrics=metrics)
     return app
+
+
+def _tenant(gw: Gateway, request: Request) -> str:
+    return gw.tenant_of(request.headers.get("authorization"))
 
 
 async def _healthz(request: Request) -> Response:
@@ -440,77 +298,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `limit` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(int(declared), limit, None)
+        raise too_large(int(declared), limit, None)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(size, limit, None)
+            raise too_large(size, limit, None)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _too_large(size: int, limit: int, transport: str | None) -> ApiError:
-    subject = "the envelope" if transport else "the body"
-    return ApiError(
-        413,
-        "too_large",
-        f"{subject} is {size} bytes{'' if transport else ' or more'}; the broker accepts at "
-        f"most {limit} bytes per message. Send a smaller payload, or a reference to the data "
-        "(a URL or an object key) instead of the data itself",
-    )
-
-
-def _publish_error(task: Task, queue: str, exc: Exception) -> ApiError:
-    recorded = f"Task {task.id!r} is recorded as failed"
-    if isinstance(exc, transports.QueueNotFound):
-        return ApiError(
-            400,
-            "unknown_actor",
-            f"actor {task.route['curr']!r} has no queue ({queue!r} does not exist); deploy the "
-            f"actor or fix the route. {recorded} (reason UnknownActor)",
-        )
-    if isinstance(exc, transports.MessageTooLarge):
-        return ApiError(
-            413, "too_large", f"the broker refused the envelope as too large: {exc}. {recorded}"
-        )
-    if isinstance(exc, transports.InvalidQueueName):
-        return ApiError(
-            400, "invalid_actor", f"the broker refused the queue name: {exc}. {recorded}"
-        )
-    if isinstance(exc, transports.TransportError):
-        return ApiError(
-            503,
-            "broker_unavailable",
-            f"the broker cannot take the envelope now ({exc}). {recorded} (reason "
-            "PublishFailed). Submit again later, with a new id if you gave one",
-            headers={"Retry-After": "5"},
-        )
-    return ApiError(500, "internal", f"publishing failed unexpectedly: {exc!r}. {recorded}")
-
-
-def _count_finished(metrics: GatewayMetrics, events: list[Event]) -> None:
-    for event in events:
-        if event.kind == "status" and event.terminal:
-            metrics.finished(str(event.data.get("status")))
 
 
 def _task_response(task: Task, status: int) -> Response:
     return JSONResponse(
         task.to_json(), status_code=status, headers={"Location": f"/v1/tasks/{task.id}"}
-    )
-
-
-async def _get(store: Store, task_id: str, tenant: str) -> Task:
-    try:
-        return await store.get(task_id, tenant)
-    except TaskNotFound:
-        raise _not_found(task_id) from None
-
-
-def _not_found(task_id: str) -> ApiError:
-    return ApiError(
-        404, "not_found", f"no task {task_id!r}; check the id (tasks finished long ago are deleted)"
     )
 
 

@@ -159,8 +159,8 @@ class TimedStore:
         with self._timed("events_since"):
             return await self.inner.events_since(task_id, tenant, seq)
 
-    def watch(self) -> AsyncIterator[Event]:
-        return self.inner.watch()
+    def watch(self, task_id: str | None = None) -> AsyncIterator[Event]:
+        return self.inner.watch(task_id)
 
     async def delete_finished(self, before: str) -> int:
         with self._timed("delete_finished"):

@@ -23,13 +23,23 @@ dropped by `seq`. At every keep-alive the task's history is read again too, so a
 event the subscription did not deliver (another replica's, delayed) still arrives, later.
 The stream also ends when the gateway stops (`stopping`), so a graceful shutdown does not
 wait for clients that would listen forever.
+
+`updates()` is the same stream as structured `Update`s, for the front doors that speak
+another protocol (MCP, A2A, OpenAI); `frames()` is its SSE rendering.
+
+Nothing is buffered without limit: a client that stops reading lets at most
+`MAX_BACKLOG` updates pile up, then its stream ends (`overflowed`); an SSE client that
+reconnects with Last-Event-ID gets the status events it missed (FLY events are not
+replayed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from asya_gateway.store.base import Event, Store
@@ -38,14 +48,33 @@ from asya_gateway.tasks import Task
 __all__ = [
     "KEEPALIVE",
     "KEEPALIVE_S",
+    "MAX_BACKLOG",
     "TaskStream",
+    "Update",
     "format_event",
     "parse_last_event_id",
 ]
 
+log = logging.getLogger("asya.gateway")
+
 KEEPALIVE_S = 15.0
 KEEPALIVE = b": keep-alive\n\n"
+# Updates a stream holds for a reader that does not keep up; FLY tokens are the many.
+MAX_BACKLOG = 1000
 _STOP = object()  # queued when the gateway stops or the store closes
+_OVERFLOW = object()  # queued instead of the backlog when the reader fell too far behind
+
+
+@dataclass(frozen=True)
+class Update:
+    """One thing a follower of a task learns. `kind` "status": `data` is the whole task
+    (the GET shape) first, then `{"status", "actor", "progress"}` per change, with `seq`;
+    any other kind is a side event (`fly`) as the handler yielded it, without `seq`."""
+
+    kind: str
+    data: Any
+    seq: int | None = None
+    terminal: bool = False
 
 
 def format_event(kind: str, data: Any, event_id: int | None = None) -> bytes:
@@ -89,13 +118,14 @@ class TaskStream:
         self._helpers: list[asyncio.Task[None]] = []
         self._seen: set[int] = set()
         self._latest = 0  # the highest seq sent or known to be reflected in what was sent
-        self._opening: list[bytes] = []
+        self._opening: list[Update] = []
         self._ended = False
+        self.overflowed = False  # it ended because its reader fell MAX_BACKLOG behind
 
     async def open(self) -> None:
         # Subscribed before the history is read (the store registers a watcher when watch()
         # returns), so whatever is recorded from now on reaches the pump.
-        subscription = self._store.watch()
+        subscription = self._store.watch(self._task_id)
         self._helpers.append(
             asyncio.create_task(self._pump(subscription), name=f"sse {self._task_id}")
         )
@@ -113,7 +143,9 @@ class TaskStream:
     def _snapshot(self, task: Task, history: list[Event]) -> None:
         for event in history:
             self._mark(event.seq)
-        self._opening.append(format_event("status", task.to_json(), self._latest or None))
+        self._opening.append(
+            Update("status", task.to_json(), self._latest or None, terminal=task.terminal)
+        )
         self._ended = task.terminal
 
     def _replay(self, task: Task, history: list[Event]) -> None:
@@ -121,34 +153,55 @@ class TaskStream:
         for event in sorted(history, key=lambda item: item.seq):
             if event.kind != "status" or not self._mark(event.seq):
                 continue
-            self._opening.append(format_event("status", event.data, event.seq))
+            self._opening.append(Update("status", event.data, event.seq, terminal=event.terminal))
             if event.terminal:
                 self._ended = True
                 return
         if task.terminal:
             # It ended before the id the client gave, or without a recorded event: say so,
             # so the client is not left waiting for a terminal status that already passed.
-            self._opening.append(format_event("status", task.to_json(), self._latest or None))
+            self._opening.append(
+                Update("status", task.to_json(), self._latest or None, terminal=True)
+            )
             self._ended = True
 
     async def frames(self) -> AsyncIterator[bytes]:
-        for frame in self._opening:
-            yield frame
+        """The stream as SSE: one event per update, a comment at every keep-alive tick."""
+        async for update in self.updates():
+            if update is None:
+                yield KEEPALIVE
+            else:
+                yield format_event(update.kind, update.data, update.seq)
+
+    async def updates(self) -> AsyncIterator[Update | None]:
+        """The opening update(s), then each change until the terminal status (or until the
+        gateway stops, the store closes, or the reader fell behind: then it just ends).
+        None every `keepalive` seconds without news, for transports that need a beat."""
+        for update in self._opening:
+            yield update
         while not self._ended:
             try:
                 async with asyncio.timeout(self._keepalive):
                     item = await self._queue.get()
             except TimeoutError:
-                yield KEEPALIVE
+                yield None
                 for event in await self._missed():
-                    yield self._frame(event)
+                    yield self._update(event)
                 continue
             if item is _STOP:
+                return
+            if item is _OVERFLOW:
+                self.overflowed = True
+                log.warning(
+                    "a follower of task %s fell %d updates behind; its stream is closed",
+                    self._task_id,
+                    MAX_BACKLOG,
+                )
                 return
             if isinstance(item, BaseException):
                 raise item
             if isinstance(item, Event) and self._wanted(item):
-                yield self._frame(item)
+                yield self._update(item)
 
     async def close(self) -> None:
         helpers, self._helpers = self._helpers, []
@@ -175,12 +228,12 @@ class TaskStream:
         self._latest = max(self._latest, seq)
         return True
 
-    def _frame(self, event: Event) -> bytes:
+    def _update(self, event: Event) -> Update:
         if event.kind == "status":
             if event.terminal:
                 self._ended = True
-            return format_event("status", event.data, event.seq)
-        return format_event(event.kind, event.data)
+            return Update("status", event.data, event.seq, terminal=event.terminal)
+        return Update(event.kind, event.data)
 
     async def _missed(self) -> list[Event]:
         """Status events the subscription did not deliver (see the module docstring)."""
@@ -201,8 +254,15 @@ class TaskStream:
     async def _pump(self, subscription: AsyncIterator[Event]) -> None:
         try:
             async for event in subscription:
-                if event.task_id == self._task_id:
-                    self._queue.put_nowait(event)
+                if event.task_id != self._task_id:
+                    continue
+                if self._queue.qsize() >= MAX_BACKLOG:
+                    # Dropped, not kept: what it has not read is of no use to it now.
+                    while not self._queue.empty():
+                        self._queue.get_nowait()
+                    self._queue.put_nowait(_OVERFLOW)
+                    return
+                self._queue.put_nowait(event)
             self._queue.put_nowait(_STOP)  # the store closed: nothing more will come
         except Exception as exc:  # the stream ends with the error; the client reconnects
             self._queue.put_nowait(exc)

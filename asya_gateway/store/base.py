@@ -119,8 +119,9 @@ class Store(Protocol):
     async def events_since(self, task_id: str, tenant: str, seq: int) -> list[Event]:
         """The task's status events after `seq`, oldest first."""
 
-    def watch(self) -> AsyncIterator[Event]:
-        """Every new event of any task, as it is recorded by this or another replica."""
+    def watch(self, task_id: str | None = None) -> AsyncIterator[Event]:
+        """Every new event of any task (or only of `task_id`), as it is recorded by this
+        or another replica."""
 
     async def delete_finished(self, before: str) -> int:
         """Delete terminal tasks updated before `before` (RFC 3339); return how many."""

@@ -7,6 +7,10 @@ already sent). A subscription nobody reads any more must not hold memory forever
 keeps them weakly (an abandoned one disappears with its queue), and one that falls more than
 `capacity` events behind is cut off with a StoreError telling its reader to catch up from
 `events_since`.
+
+A watcher of one task (`watch(task_id)`) is kept in that task's set, so publishing an event
+costs one offer per watcher of its task plus one per watcher of everything, however many
+streams follow other tasks.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ class _End:
 class Subscription(AsyncIterator[Event]):
     """An async iterator of new events; `aclose()` (or `async with`) unsubscribes."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, task_id: str | None = None) -> None:
         self._hub: Hub | None = hub
+        self.task_id = task_id
         self._queue: asyncio.Queue[Event | _End] = asyncio.Queue()
         self._ended: _End | None = None
 
@@ -97,34 +102,62 @@ class Subscription(AsyncIterator[Event]):
 class Hub:
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
-        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._everything: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._by_task: dict[str, weakref.WeakSet[Subscription]] = {}
         self._closed = False
 
     @property
     def subscribers(self) -> int:
-        return len(self._subscriptions)
+        return len(self._everything) + sum(len(group) for group in self._by_task.values())
 
-    def subscribe(self) -> Subscription:
-        subscription = Subscription(self)
+    def subscribe(self, task_id: str | None = None) -> Subscription:
+        """A watcher of every task's events, or only of `task_id`'s."""
+        subscription = Subscription(self, task_id)
         if self._closed:
             subscription._end()
+        elif task_id is None:
+            self._everything.add(subscription)
         else:
-            self._subscriptions.add(subscription)
+            self._by_task.setdefault(task_id, weakref.WeakSet()).add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscriptions.discard(subscription)
+        if subscription.task_id is None:
+            self._everything.discard(subscription)
+            return
+        group = self._by_task.get(subscription.task_id)
+        if group is not None:
+            group.discard(subscription)
+            if not group:
+                del self._by_task[subscription.task_id]
 
     def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        for subscription in list(self._subscriptions):
+        for subscription in list(self._everything):
             if not subscription._offer(events, self.capacity):
                 self.unsubscribe(subscription)
+        if not self._by_task:
+            return
+        of_task: dict[str, list[Event]] = {}
+        for event in events:
+            if event.task_id in self._by_task:
+                of_task.setdefault(event.task_id, []).append(event)
+        for task_id, mine in of_task.items():
+            group = self._by_task[task_id]
+            for subscription in list(group):
+                if not subscription._offer(mine, self.capacity):
+                    self.unsubscribe(subscription)
+            if not group:  # its watchers were dropped unread (kept weakly)
+                self._by_task.pop(task_id, None)
 
     def close(self) -> None:
         """End every subscription (their iterators stop) and refuse new ones."""
         self._closed = True
-        for subscription in list(self._subscriptions):
+        for subscription in list(self._everything):
             subscription._end()
-        self._subscriptions.clear()
+        for group in self._by_task.values():
+            for subscription in list(group):
+                subscription._end()
+        self._everything.clear()
+        self._by_task.clear()

@@ -298,10 +298,11 @@ class PostgresStore:
             )
         return [_event(row) for row in found]
 
-    def watch(self) -> Subscription:
-        """New events of every task, written through any replica, from now on (see the
-        module's docstring); subscribed before it returns. Ends when the store closes."""
-        return self._hub.subscribe()
+    def watch(self, task_id: str | None = None) -> Subscription:
+        """New events of every task (or of `task_id` only), written through any replica,
+        from now on (see the module's docstring); subscribed before it returns. Ends when
+        the store closes."""
+        return self._hub.subscribe(task_id)
 
     async def delete_finished(self, before: str) -> int:
         cutoff = rows.micros(before)

@@ -213,10 +213,10 @@ class SQLiteStore:
         )
         return [_event(row) for row in found]
 
-    def watch(self) -> Subscription:
-        """New events of every task, from now on (see the module's docstring); subscribed
-        before it returns. Ends when the store closes."""
-        subscription = self._hub.subscribe()
+    def watch(self, task_id: str | None = None) -> Subscription:
+        """New events of every task (or of `task_id` only), from now on (see the module's
+        docstring); subscribed before it returns. Ends when the store closes."""
+        subscription = self._hub.subscribe(task_id)
         self._watch_epoch += 1
         self._wake.set()
         return subscription

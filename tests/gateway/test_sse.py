@@ -290,7 +290,7 @@ class _Deaf:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def watch(self) -> AsyncIterator[Any]:
+    def watch(self, task_id: str | None = None) -> AsyncIterator[Any]:
         async def silence() -> AsyncIterator[Any]:
             await asyncio.Event().wait()
             yield None  # never reached

@@ -1,7 +1,9 @@
 """The gateway's two ASGI apps, built from one `Gateway` (service.py: the store, the
 transport, the flows, the keys and the metrics they share).
 
-Public app (`--port`): the tasks API, its event streams, /healthz, /readyz, /metrics.
+Public app (`--port`): the tasks API, its event streams, /healthz, /readyz, /metrics, and
+the agent front doors of doors.py (OpenAI-compatible, A2A, MCP), whose lifespans the app
+runs: serve it with lifespan on.
 
     POST   /v1/tasks                submit: 201 + Location (200 for a known idempotency id)
     GET    /v1/tasks                list, newest first: ?status=&limit=&cursor=
@@ -24,18 +26,21 @@ metrics ones needs an API key when keys are configured (auth.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import asya_transports as transports
+from asya_gateway import a2a_agent, mcp_tools, openai_api
+from asya_gateway.doors import running
 from asya_gateway.errors import ApiError, error_response
 from asya_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from asya_gateway.reports import parse_batch
@@ -60,8 +65,6 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 # /readyz answers within this, whatever the store or the broker do.
 READINESS_TIMEOUT_S = 3.0
-# Where a publish failure is recorded as having happened: the gateway is no actor.
-_SUBMITTER = "gateway"
 
 
 # ------------------------------------------------------------------------------ public
@@ -79,7 +82,17 @@ def public_app(gateway: Gateway) -> Starlette:
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
     ]
-    return _app(routes, gateway.metrics)
+    doors = [module.front_door(gateway) for module in (openai_api, a2a_agent, mcp_tools)]
+    app = _app([*routes, *(route for door in doors for route in door.routes)], gateway.metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        del app
+        async with running(doors):
+            yield
+
+    app.router.lifespan_context = lifespan
+    return app
 
 
 class _PublicApi:
@@ -206,7 +219,7 @@ def internal_app(gateway: Gateway) -> Starlette:
 # ------------------------------------------------------------------------------ shared
 
 
-def _app(routes: list[Route], metrics: GatewayMetrics) -> Starlette:
+def _app(routes: Sequence[BaseRoute], metrics: GatewayMetrics) -> Starlette:
     app = Starlette(
         routes=routes,
         exception_handlers={

@@ -423,7 +423,9 @@ class GatewayServer:
 def _config(app: Starlette) -> uvicorn.Config:
     return uvicorn.Config(
         app,
-        lifespan="off",  # the store and the transport are opened by GatewayServer, once
+        # The store and the transport are opened by GatewayServer, once; the lifespan runs
+        # what the front doors need while serving (doors.py), and is empty elsewhere.
+        lifespan="on",
         log_config=None,  # logging belongs to the process, not to uvicorn
         access_log=False,  # the request histogram says more, and costs no log line
         server_header=False,

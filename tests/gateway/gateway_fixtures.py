@@ -9,6 +9,7 @@ import ...`), so this file does not compete with a conftest other gateway tests 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,8 @@ class Harness:
     public: httpx.AsyncClient
     internal: httpx.AsyncClient
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
+    # The public app's lifespan (what its front doors run while serving), left on aclose.
+    _running: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     async def submit(self, body: Mapping[str, Any], **kwargs: Any) -> httpx.Response:
         return await self.public.post("/v1/tasks", json=body, **kwargs)
@@ -89,6 +92,7 @@ class Harness:
     async def aclose(self) -> None:
         for client in (self.public, self.internal):
             await client.aclose()
+        await self._running.aclose()
 
 
 MakeHarness = Callable[..., Any]
@@ -113,15 +117,18 @@ async def make_harness(
         gateway = Gateway(
             sqlite_store, broker, namespace=NAMESPACE, flows=flows, keys=keys, **options
         )
+        public = public_app(gateway)
         made.append(
             Harness(
                 gateway,
                 sqlite_store,
                 broker,
-                _client(public_app(gateway), "http://gateway"),
+                _client(public, "http://gateway"),
                 _client(internal_app(gateway), "http://gateway-internal"),
             )
         )
+        # httpx's ASGI transport does not run lifespans: enter it as a server would.
+        await made[-1]._running.enter_async_context(public.router.lifespan_context(public))
         return made[-1]
 
     yield make

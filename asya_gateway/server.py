@@ -32,13 +32,15 @@ from starlette.applications import Starlette
 
 import asya_transports as transports
 from asya_gateway import outbox, submit
-from asya_gateway.app import Gateway, internal_app, public_app
+from asya_gateway.app import internal_app, public_app
 from asya_gateway.auth import ApiKeys
 from asya_gateway.flows import load_flows
+from asya_gateway.service import Gateway
 from asya_gateway.sse import KEEPALIVE_S
 from asya_gateway.store import open_store
 from asya_gateway.store.base import Store, StoreError
 from asya_gateway.store.urls import redact, sqlite_url
+from asya_gateway.streaming import SEND_TIMEOUT_S
 from asya_shared import env, names
 from asya_shared.durations import parse_duration
 
@@ -265,6 +267,7 @@ class GatewayServer:
         environ: Mapping[str, str] | None = None,
         *,
         keepalive_s: float = KEEPALIVE_S,
+        send_timeout_s: float = SEND_TIMEOUT_S,
         clock: Callable[[], datetime.datetime] = _utc_now,
         republish_wait_s: float = outbox.WAIT_S,
         republish_every_s: float = outbox.SWEEP_EVERY_S,
@@ -272,6 +275,7 @@ class GatewayServer:
         self.settings = settings
         self._environ = dict(os.environ if environ is None else environ)
         self._keepalive_s = keepalive_s
+        self._send_timeout_s = send_timeout_s
         self._clock = clock
         self._republish = (republish_wait_s, republish_every_s)
         self.port = settings.port
@@ -335,6 +339,7 @@ class GatewayServer:
             flows=flows,
             keys=keys,
             keepalive_s=self._keepalive_s,
+            send_timeout_s=self._send_timeout_s,
             clock=self._clock,
         )
         self._gateway = gateway

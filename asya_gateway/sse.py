@@ -120,7 +120,8 @@ class TaskStream:
         self._latest = 0  # the highest seq sent or known to be reflected in what was sent
         self._opening: list[Update] = []
         self._ended = False
-        self.overflowed = False  # it ended because its reader fell MAX_BACKLOG behind
+        # Set once its reader fell MAX_BACKLOG updates behind: the stream ends there.
+        self.overflowed = False
 
     async def open(self) -> None:
         # Subscribed before the history is read (the store registers a watcher when watch()
@@ -191,12 +192,6 @@ class TaskStream:
             if item is _STOP:
                 return
             if item is _OVERFLOW:
-                self.overflowed = True
-                log.warning(
-                    "a follower of task %s fell %d updates behind; its stream is closed",
-                    self._task_id,
-                    MAX_BACKLOG,
-                )
                 return
             if isinstance(item, BaseException):
                 raise item
@@ -261,6 +256,12 @@ class TaskStream:
                     while not self._queue.empty():
                         self._queue.get_nowait()
                     self._queue.put_nowait(_OVERFLOW)
+                    self.overflowed = True
+                    log.warning(
+                        "a follower of task %s fell %d updates behind; its stream is closed",
+                        self._task_id,
+                        MAX_BACKLOG,
+                    )
                     return
                 self._queue.put_nowait(event)
             self._queue.put_nowait(_STOP)  # the store closed: nothing more will come

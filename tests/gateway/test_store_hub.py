@@ -83,3 +83,48 @@ async def test_an_abandoned_watcher_is_forgotten() -> None:
     gc.collect()
 
     assert hub.subscribers == 0
+
+
+# -- watchers of one task ----------------------------------------------------------------
+
+
+async def test_a_watcher_of_one_task_gets_only_that_tasks_events() -> None:
+    hub = Hub()
+    of_two, everything = hub.subscribe("task-2"), hub.subscribe()
+
+    hub.publish(events(1, 2, 3))
+    hub.publish(events(2))
+
+    assert [event.seq for event in await take(everything, 4)] == [1, 2, 3, 2]
+    assert [event.seq for event in await take(of_two, 2)] == [2, 2]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(of_two), 0.05)
+
+
+async def test_watchers_of_one_task_are_cut_off_and_closed_like_the_others() -> None:
+    hub = Hub(capacity=1)
+    slow = hub.subscribe("task-1")
+    hub.publish(events(1))
+    hub.publish(events(1))
+
+    with pytest.raises(StoreError, match="events_since"):
+        await anext(slow)
+    assert hub.subscribers == 0
+
+    later = hub.subscribe("task-1")
+    hub.close()
+    with pytest.raises(StopAsyncIteration):
+        await anext(later)
+
+
+async def test_an_abandoned_watcher_of_one_task_leaves_nothing_behind() -> None:
+    hub = Hub()
+    watching = hub.subscribe("task-1")
+    assert hub.subscribers == 1
+
+    del watching
+    gc.collect()
+    hub.publish(events(1))
+
+    assert hub.subscribers == 0
+    assert hub._by_task == {}

@@ -7,3 +7,14 @@ def echo(payload):
 
 async def async_echo(payload):
     return payload
+
+
+async def ticker(payload):
+    """Yields a side event every `every_s` seconds, `ticks` times: a task that keeps its
+    followers busy (bench.watchers)."""
+    import asyncio
+
+    for n in range(payload["ticks"]):
+        yield "FLY", {"n": n}
+        await asyncio.sleep(payload["every_s"])
+    yield payload

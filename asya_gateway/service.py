@@ -114,9 +114,12 @@ class Gateway:
             body["timeout"] = timeout
         return self.parse(json.dumps(body).encode("utf-8"))
 
-    async def submit(self, submission: Submission, tenant: str) -> tuple[Task, bool]:
+    async def submit(
+        self, submission: Submission, tenant: str, *, task_id: str | None = None
+    ) -> tuple[Task, bool]:
         """Store and publish; (the task, whether this call created it). A known id answers
-        the existing task and publishes nothing."""
+        the existing task and publishes nothing. `task_id` names a new task whose id the
+        caller chose (for submit_and_follow) when the submission has no id."""
         if submission.id is not None:
             try:
                 return await self.store.get(submission.id, tenant), False
@@ -124,7 +127,7 @@ class Gateway:
                 pass
         envelope = submit.build_envelope(
             submission,
-            task_id=submission.id or submit.new_task_id(),
+            task_id=submission.id or task_id or submit.new_task_id(),
             now=self.clock(),
             traceparent=f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01",
         )
@@ -184,19 +187,32 @@ class Gateway:
             self.metrics.finished(str(TaskStatus.CANCELED))
         return task
 
+    async def submit_and_follow(
+        self, submission: Submission, tenant: str
+    ) -> tuple[Task, bool, TaskStream]:
+        """submit(), with the task's stream subscribed before the envelope is published:
+        a follower that subscribed after submitting could miss the first actor's earliest
+        side events (they are live only). Close the stream always."""
+        task_id = submission.id or submit.new_task_id()
+        stream = self._stream(task_id, tenant, None)
+        stream.subscribe()
+        try:
+            task, created = await self.submit(submission, tenant, task_id=task_id)
+            if created:
+                stream.start_from(task)
+            else:  # an earlier submit's task: it may have moved since
+                await stream.load()
+        except BaseException:
+            await stream.close()
+            raise
+        return task, created, stream
+
     async def follow(
         self, task_id: str, tenant: str, *, last_event_id: int | None = None
     ) -> TaskStream:
         """An opened stream of the task's updates (404 for an unknown task). Iterate its
         `updates()` (or `frames()` for SSE) and always `close()` it."""
-        stream = TaskStream(
-            self.store,
-            task_id,
-            tenant,
-            last_event_id=last_event_id,
-            keepalive=self.keepalive_s,
-            stopping=self.stopping,
-        )
+        stream = self._stream(task_id, tenant, last_event_id)
         try:
             await stream.open()
         except TaskNotFound:
@@ -206,6 +222,16 @@ class Gateway:
             await stream.close()
             raise
         return stream
+
+    def _stream(self, task_id: str, tenant: str, last_event_id: int | None) -> TaskStream:
+        return TaskStream(
+            self.store,
+            task_id,
+            tenant,
+            last_event_id=last_event_id,
+            keepalive=self.keepalive_s,
+            stopping=self.stopping,
+        )
 
     async def _publish_failed(self, task: Task, exc: Exception) -> None:
         reason = "UnknownActor" if isinstance(exc, transports.QueueNotFound) else "PublishFailed"

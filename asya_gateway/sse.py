@@ -96,7 +96,9 @@ def parse_last_event_id(header: str | None) -> int | None:
 
 class TaskStream:
     """One client's stream of one task. `await open()` (raises TaskNotFound before any
-    byte is sent, so the caller can answer 404), then iterate `frames()`; `close()` always."""
+    byte is sent, so the caller can answer 404), or `subscribe()` then `await load()` (or
+    `start_from(task)` for a task created after subscribing); then
+    iterate `frames()` or `updates()`; `close()` always."""
 
     def __init__(
         self,
@@ -120,10 +122,17 @@ class TaskStream:
         self._latest = 0  # the highest seq sent or known to be reflected in what was sent
         self._opening: list[Update] = []
         self._ended = False
+        self._echo: tuple[str, str | None, float] | None = None  # see start_from
         # Set once its reader fell MAX_BACKLOG updates behind: the stream ends there.
         self.overflowed = False
 
     async def open(self) -> None:
+        self.subscribe()
+        await self.load()
+
+    def subscribe(self) -> None:
+        """Start receiving the task's new events; the task need not exist yet, so a caller
+        that subscribes before it submits misses none of them (not even early FLY events)."""
         # Subscribed before the history is read (the store registers a watcher when watch()
         # returns), so whatever is recorded from now on reaches the pump.
         subscription = self._store.watch(self._task_id)
@@ -132,6 +141,17 @@ class TaskStream:
         )
         if self._stopping is not None:
             self._helpers.append(asyncio.create_task(self._stop_on(self._stopping)))
+
+    def start_from(self, task: Task) -> None:
+        """Open with `task`, just created after subscribe(): every event of it is still to
+        come through the subscription, in order, so nothing needs reading."""
+        self._snapshot(task, [])
+        # The store records the new task's pending state as an event too: the opening says
+        # that already.
+        self._echo = (str(task.status), task.actor, task.progress)
+
+    async def load(self) -> None:
+        """Read the task and its history after subscribe(); TaskNotFound for none."""
         history = await self._store.events_since(
             self._task_id, self._tenant, self._last_event_id or 0
         )
@@ -212,7 +232,11 @@ class TaskStream:
         if event.task_id != self._task_id or event.tenant != self._tenant:
             return False
         if event.kind == "status":
-            return self._mark(event.seq)
+            if not self._mark(event.seq):
+                return False
+            echo, self._echo = self._echo, None
+            state = (event.data.get("status"), event.data.get("actor"), event.data.get("progress"))
+            return state != echo
         return True
 
     def _mark(self, seq: int) -> bool:

@@ -9,7 +9,6 @@ import ...`), so this file does not compete with a conftest other gateway tests 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,7 +75,7 @@ class Harness:
     internal: httpx.AsyncClient
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
     # The public app's lifespan (what its front doors run while serving), left on aclose.
-    _running: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    _lifespan: Lifespan | None = None
 
     async def submit(self, body: Mapping[str, Any], **kwargs: Any) -> httpx.Response:
         return await self.public.post("/v1/tasks", json=body, **kwargs)
@@ -92,7 +91,39 @@ class Harness:
     async def aclose(self) -> None:
         for client in (self.public, self.internal):
             await client.aclose()
-        await self._running.aclose()
+        if self._lifespan is not None:
+            await self._lifespan.stop()
+
+
+class Lifespan:
+    """An app's lifespan, entered and left in one task of its own, as a server does it: the
+    SDKs behind the front doors hold anyio cancel scopes, which must be left in the task
+    that entered them (a fixture's setup and teardown run in different tasks)."""
+
+    def __init__(self, task: asyncio.Task[None], stopping: asyncio.Event) -> None:
+        self._task = task
+        self._stopping = stopping
+
+    @classmethod
+    async def start(cls, app: Any) -> Lifespan:
+        started, stopping = asyncio.Event(), asyncio.Event()
+
+        async def run() -> None:
+            async with app.router.lifespan_context(app):
+                started.set()
+                await stopping.wait()
+
+        task = asyncio.create_task(run(), name="gateway lifespan")
+        done, _ = await asyncio.wait(
+            [task, asyncio.ensure_future(started.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            task.result()  # raises why the lifespan did not start
+        return cls(task, stopping)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._task
 
 
 MakeHarness = Callable[..., Any]
@@ -127,8 +158,8 @@ async def make_harness(
                 _client(internal_app(gateway), "http://gateway-internal"),
             )
         )
-        # httpx's ASGI transport does not run lifespans: enter it as a server would.
-        await made[-1]._running.enter_async_context(public.router.lifespan_context(public))
+        # httpx's ASGI transport does not run lifespans: run it as a server would.
+        made[-1]._lifespan = await Lifespan.start(public)
         return made[-1]
 
     yield make

@@ -242,3 +242,55 @@ async def test_200_streams_of_one_task_each_see_the_whole_task(served: GatewaySe
     assert json.dumps(seen[0][-1].data) == json.dumps(
         {"status": "succeeded", "actor": "x-sink", "progress": 1.0}
     )
+
+
+# -- subscribed before submitted -----------------------------------------------------------
+
+
+async def test_submit_and_follow_misses_no_event_of_a_task_that_ends_at_once(
+    make_harness: Callable[..., Any],
+) -> None:
+    harness: Harness = await make_harness()
+    gateway = harness.gateway
+    submission = gateway.parse(b'{"route": ["a", "b"], "payload": {}}')
+    task, created, stream = await gateway.submit_and_follow(submission, "")
+    try:
+        # The whole task happens before the follower reads a thing.
+        await harness.report(
+            report(task.id, "received", curr="a", next_=["b"]),
+            fly(task.id, 2),
+            report(task.id, "succeeded", prev=["a", "b"], curr="x-sink", result={"ok": 1}),
+        )
+        async with asyncio.timeout(STREAM_TIMEOUT_S):
+            seen = [update async for update in stream.updates() if update is not None]
+    finally:
+        await stream.close()
+    assert created
+    assert [(u.kind, u.data.get("status", u.data.get("n"))) for u in seen] == [
+        ("status", "pending"),
+        ("status", "running"),
+        ("fly", 0),
+        ("fly", 1),
+        ("status", "succeeded"),
+    ]
+
+
+async def test_submit_and_follow_of_a_known_id_opens_with_the_task_as_it_is(
+    make_harness: Callable[..., Any],
+) -> None:
+    harness: Harness = await make_harness()
+    gateway = harness.gateway
+    submission = gateway.parse(b'{"route": ["a"], "payload": {}, "id": "known-1"}')
+    first, _, stream = await gateway.submit_and_follow(submission, "")
+    await stream.close()
+    await harness.report(report(first.id, "succeeded", curr="x-sink", result={"ok": 1}))
+
+    again, created, stream = await gateway.submit_and_follow(submission, "")
+    try:
+        async with asyncio.timeout(STREAM_TIMEOUT_S):
+            seen = [update async for update in stream.updates() if update is not None]
+    finally:
+        await stream.close()
+    assert not created
+    assert again.id == first.id
+    assert [(u.kind, u.data["status"], u.terminal) for u in seen] == [("status", "succeeded", True)]

@@ -139,7 +139,9 @@ class _PublicApi:
             last_event_id=parse_last_event_id(request.headers.get("last-event-id")),
         )
         return BoundedStreamingResponse(
-            _follow(stream, gw.metrics, task_id), send_timeout=gw.send_timeout_s
+            _follow(stream, gw.metrics, task_id),
+            send_timeout=gw.send_timeout_s,
+            on_close=stream.close,
         )
 
     async def readyz(self, request: Request) -> Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -37,6 +37,7 @@ class BoundedStreamingResponse(StreamingResponse):
         media_type: str = "text/event-stream",
         headers: Mapping[str, str] | None = None,
         status_code: int = 200,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(
             content,
@@ -45,6 +46,9 @@ class BoundedStreamingResponse(StreamingResponse):
             media_type=media_type,
         )
         self._content = content
+        # Runs however the answer ends, even when its body was never started (the client
+        # left before the first byte): what the body would have released in its `finally`.
+        self._on_close = on_close
         self.send_timeout = send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,3 +72,5 @@ class BoundedStreamingResponse(StreamingResponse):
             closing = getattr(self._content, "aclose", None)
             if closing is not None:
                 await closing()
+            if self._on_close is not None:
+                await self._on_close()

@@ -63,9 +63,10 @@ from starlette.routing import Route
 from starlette.types import Message as AsgiMessage
 
 from asya_gateway import a2a_mapping as mapping
+from asya_gateway.bodies import read_body
 from asya_gateway.doors import FrontDoor
 from asya_gateway.errors import ApiError
-from asya_gateway.service import Gateway, too_large
+from asya_gateway.service import Gateway
 from asya_gateway.sse import TaskStream
 from asya_gateway.store.base import StoreError
 from asya_gateway.tasks import Task as GatewayTask
@@ -101,7 +102,7 @@ def front_door(gateway: Gateway) -> FrontDoor:
 
     async def rpc(request: Request) -> Response:
         request.scope[_TENANT_SCOPE_KEY] = gateway.tenant_of(request.headers.get("authorization"))
-        body = await _bounded_body(request, gateway.transport.max_message_bytes)
+        body = await read_body(request, gateway.transport.max_message_bytes)
         return await dispatcher.handle_requests(_replaying(request, body))
 
     return FrontDoor(
@@ -110,22 +111,6 @@ def front_door(gateway: Gateway) -> FrontDoor:
             Route(JSONRPC_PATH, rpc, methods=["POST"]),
         ]
     )
-
-
-async def _bounded_body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) as soon as it is known to exceed `limit`: the dispatcher
-    would read any size into memory. A payload larger than that could not be sent to the
-    broker anyway."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large(int(declared), limit, None)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(size, limit, None)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _replaying(request: Request, body: bytes) -> Request:

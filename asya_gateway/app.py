@@ -40,11 +40,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import asya_transports as transports
 from asya_gateway import a2a_agent, mcp_tools, openai_api
+from asya_gateway.bodies import read_body
 from asya_gateway.doors import running
 from asya_gateway.errors import ApiError, error_response
 from asya_gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from asya_gateway.reports import parse_batch
-from asya_gateway.service import Gateway, count_finished, too_large
+from asya_gateway.service import Gateway, count_finished
 from asya_gateway.sse import TaskStream, parse_last_event_id
 from asya_gateway.store.base import StoreError
 from asya_gateway.streaming import BoundedStreamingResponse
@@ -102,7 +103,7 @@ class _PublicApi:
     async def submit(self, request: Request) -> Response:
         gw = self.gw
         tenant = _tenant(gw, request)
-        submission = gw.parse(await _read_body(request, gw.transport.max_message_bytes))
+        submission = gw.parse(await read_body(request, gw.transport.max_message_bytes))
         task, created = await gw.submit(submission, tenant)
         return _task_response(task, 201 if created else 200)
 
@@ -307,20 +308,6 @@ class _Timing:
 
 
 # ------------------------------------------------------------------------------ pieces
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large(int(declared), limit, None)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(size, limit, None)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _task_response(task: Task, status: int) -> Response:

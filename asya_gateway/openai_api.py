@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from asya_gateway.bodies import read_body
 from asya_gateway.doors import FrontDoor
 from asya_gateway.errors import ApiError
 from asya_gateway.flows import Flow, PayloadInvalid, check_payload
@@ -60,7 +61,7 @@ from asya_gateway.openai_shapes import (
     usage_chunk,
     usage_of,
 )
-from asya_gateway.service import Gateway, too_large
+from asya_gateway.service import Gateway
 from asya_gateway.sse import KEEPALIVE, TaskStream
 from asya_gateway.store.base import StoreError
 from asya_gateway.streaming import BoundedStreamingResponse
@@ -149,7 +150,7 @@ class _OpenAIDoor:
     async def chat_completions(self, request: Request) -> Response:
         gw = self.gw
         tenant = gw.tenant_of(request.headers.get("authorization"))
-        chat = parse_chat_request(await _read_body(request, gw.transport.max_message_bytes))
+        chat = parse_chat_request(await read_body(request, gw.transport.max_message_bytes))
         flow = gw.flows.get(chat.model)
         if flow is None:
             raise unknown_model(chat.model, gw.flows)
@@ -297,21 +298,6 @@ def _check_payload(flow: Flow, payload: dict[str, Any]) -> None:
     except PayloadInvalid as exc:
         param = exc.path.removeprefix("$").removeprefix(".") or None
         raise OpenAIError(400, str(exc), code="invalid_payload", param=param) from None
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit` bytes (the
-    broker would refuse the envelope anyway)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large(int(declared), limit, None)
-    chunks, size = [], 0
-    async for piece in request.stream():
-        size += len(piece)
-        if size > limit:
-            raise too_large(size, limit, None)
-        chunks.append(piece)
-    return b"".join(chunks)
 
 
 def _unix(moment: datetime.datetime) -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "harness",
     "local_transport",
     "make_harness",
+    "post_reports",
     "read_events",
     "receive_envelope",
     "report",
@@ -188,6 +189,15 @@ async def receive_envelope(transport: transports.Broker, actor: str) -> dict[str
         await receiver.aclose()
     envelope: dict[str, Any] = json.loads(delivery.body)
     return envelope
+
+
+async def post_reports(client: httpx.AsyncClient, server: Any, *reports: wire.HopReport) -> None:
+    """Post `reports` to a served gateway's internal port (`server.internal_url`), as a
+    sidecar would; the gateway must take them."""
+    response = await client.post(
+        f"{server.internal_url}/internal/v1/reports", json={"reports": list(reports)}
+    )
+    assert response.status_code == 200, response.text
 
 
 def report(

@@ -24,7 +24,7 @@ from asya_gateway.server import GatewayServer, GatewaySettings
 from asya_gateway.store.urls import sqlite_url
 from asya_shared import names, wire
 from asya_transports.local import LocalTransport
-from tests.gateway.gateway_fixtures import ACTORS, NAMESPACE, receive_envelope, report
+from tests.gateway.gateway_fixtures import ACTORS, NAMESPACE, post_reports, receive_envelope, report
 from tests.support.waiting import eventually
 
 # Generous: only a failing test waits this long.
@@ -148,15 +148,6 @@ async def followed_task(
     task = await created_task(client, server, key)
     await eventually(lambda: watchers(server) > idle, "the call to follow its task")
     return task
-
-
-async def post_reports(
-    client: httpx.AsyncClient, server: GatewayServer, *reports: wire.HopReport
-) -> None:
-    response = await client.post(
-        f"{server.internal_url}/internal/v1/reports", json={"reports": list(reports)}
-    )
-    assert response.status_code == 200, response.text
 
 
 def journey(task_id: str, result: Any) -> list[wire.HopReport]:

@@ -23,7 +23,14 @@ from asya_gateway.store.urls import sqlite_url
 from asya_gateway.submit import Submission, build_envelope, build_task
 from asya_shared import names, wire
 from asya_transports.local import LocalTransport
-from tests.gateway.gateway_fixtures import ACTORS, NAMESPACE, SseEvent, read_events, report
+from tests.gateway.gateway_fixtures import (
+    ACTORS,
+    NAMESPACE,
+    SseEvent,
+    post_reports,
+    read_events,
+    report,
+)
 from tests.support.services import free_port
 from tests.support.waiting import eventually
 
@@ -70,15 +77,6 @@ async def submit(client: httpx.AsyncClient, server: GatewayServer, **body: Any) 
     assert response.status_code == 201, response.text
     task_id: str = response.json()["id"]
     return task_id
-
-
-async def post_reports(
-    client: httpx.AsyncClient, server: GatewayServer, *reports: wire.HopReport
-) -> None:
-    response = await client.post(
-        f"{server.internal_url}/internal/v1/reports", json={"reports": list(reports)}
-    )
-    assert response.status_code == 200, response.text
 
 
 @contextlib.asynccontextmanager

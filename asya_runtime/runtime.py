@@ -11,7 +11,8 @@ Contract (see docs/runtime-protocol.md):
 - start-up order: load the handler, bind the socket, write the ready file. A handler that
   cannot be loaded exits non-zero before the socket exists.
 - POST /invoke -> 200 {"frames": [...]} | 200 {"frames": [], "parked": ...} | 204 |
-  400 msg_parsing_error | 500 processing_error
+  400 msg_parsing_error | 500 processing_error; with `X-Asya-Fly: live`, a call whose
+  handler yields FLY answers a chunked application/x-ndjson stream instead (LiveFly).
 - GET /healthz -> 200 while serving, 503 while draining.
 
 Sections, in file order (each starts at a `# ----` banner):
@@ -23,6 +24,8 @@ Sections, in file order (each starts at a `# ----` banner):
 - ABI: Session, what a generator handler's GET/SET/DEL/FLY/PARK yields do to the envelope.
 - invocation: Invoker, which runs the handler and turns its result into frames.
 - HTTP/1.1: read_request and render_response, the minimal protocol both engines speak.
+- live side events: LiveFly, the ndjson answer of a call that streams its FLY events, and
+  its two writers (_LoopFly for the asyncio engine, _ThreadFly for threaded connections).
 - server: Server, the request loop both engines share, dispatch, and the asyncio engine
   that serves async handlers.
 - sync handlers: a thread each: ThreadedConnections, the engine for sync handlers, and its
@@ -62,6 +65,9 @@ EXIT_SERVE_FAILED = 4  # the socket could not be bound
 # the other calls and exits to be restarted clean (EX_TEMPFAIL).
 EXIT_RESTART = 75
 TIMEOUT_HEADER = "x-asya-timeout"
+# `X-Asya-Fly: live` asks for FLY events as they are yielded (see LiveFly).
+FLY_HEADER = "x-asya-fly"
+FLY_LIVE = "live"
 
 SOCKET_NAME = "asya-runtime.sock"
 READY_NAME = "runtime-ready"
@@ -485,8 +491,10 @@ class Session:
     SET after a yield affects only the frames that follow it.
     """
 
-    def __init__(self, envelope: dict[str, Any]) -> None:
+    def __init__(self, envelope: dict[str, Any], live: LiveFly | None = None) -> None:
         self.envelope = envelope
+        # With a live stream, FLY events leave as they are yielded instead of with the answer.
+        self.live = live
         route = envelope["route"]
         self.prev: list[str] = list(route.get("prev", []))
         self.curr: str = route["curr"]
@@ -514,8 +522,10 @@ class Session:
                 self.set(_Path(args[0]), args[1])
             elif verb == "DEL":
                 self.delete(_Path(args[0]))
-            else:
+            elif self.live is None:
                 self.fly.append(args[0])
+            else:
+                self.live.send(args[0])
             return None
         self.emit(item)
         return None
@@ -695,18 +705,25 @@ class Invoker:
         # With a stuck thread, waiting for the pool would wait forever.
         self._pool.shutdown(wait=self.stuck_threads == 0)
 
-    async def invoke(self, envelope: dict[str, Any], *, timeout: float | None = None) -> Outcome:
+    async def invoke(
+        self,
+        envelope: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        live: LiveFly | None = None,
+    ) -> Outcome:
         """Return (frames, fly events). Handler exceptions propagate unchanged.
 
         Past `timeout` seconds the call raises ActorTimeout and the handler is cancelled; a
-        generator it handed to the pool cannot be, so that thread is reported stuck.
+        generator it handed to the pool cannot be, so that thread is reported stuck. With
+        `live`, FLY events go to it as they are yielded and are not in the outcome.
         """
         async with self._slots:
             if timeout is None:
-                return await self._run(envelope)
+                return await self._run(envelope, live)
             if _timeout_scope is None:  # Python < 3.11
                 try:
-                    return await asyncio.wait_for(self._run(envelope), timeout)
+                    return await asyncio.wait_for(self._run(envelope, live), timeout)
                 except asyncio.TimeoutError:
                     raise self.timed_out(timeout) from None
             # asyncio.timeout runs the call in this task, where wait_for would start one
@@ -715,7 +732,7 @@ class Invoker:
             scope = _timeout_scope(timeout)
             try:
                 async with scope:
-                    return await self._run(envelope)
+                    return await self._run(envelope, live)
             except TimeoutError:
                 if scope.expired():
                     raise self.timed_out(timeout) from None
@@ -724,26 +741,33 @@ class Invoker:
     def timed_out(self, timeout: float) -> ActorTimeout:
         return ActorTimeout(f"{self.handler.spec} did not finish within {timeout:g}s")
 
-    async def _run(self, envelope: dict[str, Any]) -> Outcome:
+    async def _run(self, envelope: dict[str, Any], live: LiveFly | None) -> Outcome:
         kind, func = self.handler.kind, self.handler.func
         payload = envelope["payload"]
         if kind == ASYNC_GENERATOR:
-            return await _drive_async(func(payload), Session(envelope))
+            return await _drive_async(func(payload), Session(envelope, live))
         assert kind == ASYNC, "sync handlers are served by ThreadedConnections (run_here)"
-        return await self._plain_result(await func(payload), envelope)
+        return await self._plain_result(await func(payload), envelope, live)
 
-    async def _plain_result(self, result: Any, envelope: dict[str, Any]) -> Outcome:
+    async def _plain_result(
+        self, result: Any, envelope: dict[str, Any], live: LiveFly | None
+    ) -> Outcome:
         # A sync callable may still hand back a coroutine or a generator (decorators do).
         if inspect.isawaitable(result):
             result = await result
         if inspect.isasyncgen(result):
-            return await _drive_async(result, Session(envelope))
+            return await _drive_async(result, Session(envelope, live))
         if inspect.isgenerator(result):
-            outcome: Outcome = await self._in_thread(_drive_sync, result, Session(envelope))
+            outcome: Outcome = await self._in_thread(_drive_sync, result, Session(envelope, live))
             return outcome
         return _frames_of(result, envelope)
 
-    def run_here(self, envelope: dict[str, Any], loop: asyncio.AbstractEventLoop) -> Outcome:
+    def run_here(
+        self,
+        envelope: dict[str, Any],
+        loop: asyncio.AbstractEventLoop,
+        live: LiveFly | None = None,
+    ) -> Outcome:
         """Run a sync handler (or sync generator) in the calling thread.
 
         For thread-served connections (see ThreadedConnections): the thread that read the
@@ -753,14 +777,16 @@ class Invoker:
         kind, func = self.handler.kind, self.handler.func
         payload = envelope["payload"]
         if kind == GENERATOR:
-            return _drive_sync(func(payload), Session(envelope))
+            return _drive_sync(func(payload), Session(envelope, live))
         result = func(payload)
         if inspect.isawaitable(result) or inspect.isasyncgen(result):
-            future = asyncio.run_coroutine_threadsafe(self._plain_result(result, envelope), loop)
+            future = asyncio.run_coroutine_threadsafe(
+                self._plain_result(result, envelope, live), loop
+            )
             outcome: Outcome = future.result()
             return outcome
         if inspect.isgenerator(result):
-            return _drive_sync(result, Session(envelope))
+            return _drive_sync(result, Session(envelope, live))
         return _frames_of(result, envelope)
 
     async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
@@ -947,10 +973,214 @@ def dump_json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
+# -------------------------------------------------------------------- live side events
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class LiveFly:
+    """The FLY events of one call, sent as they are yielded (asked for with X-Asya-Fly: live).
+
+    Nothing is sent until the handler yields its first FLY: a call without one is answered
+    as usual. From the first FLY on, the answer is `200` application/x-ndjson, chunked: a
+    line `{"fly": [event, ...]}` per write (events yielded while the previous write was
+    pending share a line; none waits for more), then `finish` writes the line
+    `{"answer": {"status": ..., "body": ...}}` with what the ordinary answer would have been,
+    and the last chunk.
+
+    `send` may be called from any thread (a sync generator runs in a thread). One writer
+    does the writing, so lines leave in order and the final line is the last; subclasses
+    say which writer: the event loop (_LoopFly) or a thread of its own (_ThreadFly). A peer
+    that went away only stops the writing: the call still ends as it would have.
+
+    The sidecar asks every call to stream, so a stream that never starts must cost next to
+    nothing: the state below is class-level defaults until the first event, and one lock
+    (_FLY_LOCK) serves every stream, its critical sections being a few list operations.
+    """
+
+    started = False  # the first FLY was yielded: the answer is the stream
+    closed = False  # finished: later events (from a call given up on) are dropped
+    _head_sent = False
+    _events: list[bytes]  # serialised, not yet written: set at the first event
+
+    def __init__(self, *, keep_alive: bool) -> None:
+        self._keep_alive = keep_alive
+
+    def send(self, event: Json) -> None:
+        """Queue one event for the wire; raises ResultError if it is not JSON."""
+        try:
+            data = dump_json(event)
+        except (TypeError, ValueError) as exc:
+            # Raised at the handler's yield, so the call fails as a non-JSON result would.
+            raise ResultError(f"a FLY event is not JSON-serialisable: {exc}") from None
+        with _FLY_LOCK:
+            if self.closed:
+                return
+            if not self.started:
+                self.started, self._events = True, [data]
+                self._begin()
+            else:
+                self._events.append(data)
+        self._wake()
+
+    def finish(self, status: int, body: bytes | None) -> bool:
+        """End the stream with the answer the call would have had, if the stream began.
+
+        False when no FLY was yielded: the caller answers as usual (and later events are
+        dropped, so that answer stays the only one).
+        """
+        with _FLY_LOCK:
+            if self.closed:  # already ended (by the watchdog): there is one answer only
+                return self.started
+            self.closed = True
+            if not self.started:
+                return False
+        final = b'{"answer":{"status":%d,"body":' % status + (body or b"null") + b"}}\n"
+        self._end(_chunk(final) + _LAST_CHUNK)
+        return True
+
+    def _take(self) -> bytes:
+        """What is queued, as bytes for the wire: the head first, then one line of events."""
+        with _FLY_LOCK:
+            events, self._events = self._events, []
+            head_due, self._head_sent = not self._head_sent, True
+        data = b""
+        if head_due:
+            data = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                b"Transfer-Encoding: chunked\r\n"
+                + (b"" if self._keep_alive else b"Connection: close\r\n")
+                + b"\r\n"
+            )
+        if events:
+            data += _chunk(b'{"fly":[' + b",".join(events) + b"]}\n")
+        return data
+
+    def _begin(self) -> None:
+        """The first event is queued (called holding _FLY_LOCK)."""
+
+    def _wake(self) -> None:
+        """Events are queued: have the writer send them soon."""
+        raise NotImplementedError
+
+    def _end(self, last: bytes) -> None:
+        """Write what is queued, then `last`; the stream is over."""
+        raise NotImplementedError
+
+
+_FLY_LOCK = threading.Lock()
+
+
+class _LoopFly(LiveFly):
+    """Writes on the event loop (asyncio connections): a write per loop turn at most.
+
+    An async generator that yields several FLY without awaiting has them share a line,
+    because the write runs only when the handler gives the loop a turn.
+    """
+
+    _scheduled = False
+
+    def __init__(
+        self,
+        *,
+        keep_alive: bool,
+        write: Callable[[bytes], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(keep_alive=keep_alive)
+        self._write = write
+        self._loop = loop
+
+    def _wake(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            # Threadsafe: a sync generator that an async handler returned runs in the pool.
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to write to
+                self._loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False  # before taking, so an event queued after is not missed
+        if self.closed:
+            return  # finish wrote everything
+        data = self._take()
+        if data:
+            self._write(data)
+
+    def _end(self, last: bytes) -> None:
+        # On the loop, after the call: nothing can be queued behind this.
+        self._write(self._take() + last)
+
+
+class _ThreadFly(LiveFly):
+    """Writes from a thread of its own (thread-served connections), started at the first FLY.
+
+    The handler's thread only queues, so a handler is never held up by a slow reader, and
+    events yielded while a write is under way share the next line. The watchdog may end the
+    stream of a call past its timeout; `after` then shuts the connection down once the last
+    chunk is out.
+    """
+
+    _ready: threading.Event | None = None  # set: something to write
+    _last: bytes | None = None
+    _after: Callable[[], None] | None = None
+    _writer: threading.Thread | None = None
+    _broken = False
+
+    def __init__(self, *, keep_alive: bool, sock: socket.socket) -> None:
+        super().__init__(keep_alive=keep_alive)
+        self._sock = sock
+
+    def _begin(self) -> None:
+        self._ready = threading.Event()
+        self._writer = threading.Thread(
+            target=self._write_all, args=(self._ready,), name="asya-fly", daemon=True
+        )
+        self._writer.start()
+
+    def _wake(self) -> None:
+        assert self._ready is not None  # _begin ran before the first wake
+        self._ready.set()
+
+    def _end(self, last: bytes) -> None:
+        assert self._ready is not None  # only a started stream ends here
+        self._last = last
+        self._ready.set()
+        if self._writer is not None and self._after is None:
+            self._writer.join()  # the connection thread goes on only once everything is out
+
+    def abandon(self, status: int, body: bytes | None, after: Callable[[], None]) -> bool:
+        """For the watchdog: end the stream without waiting for the writer, then `after`."""
+        self._after = after
+        return self.finish(status, body)
+
+    def _write_all(self, ready: threading.Event) -> None:
+        while True:
+            ready.wait()
+            ready.clear()
+            last = self._last  # read before taking: events queued before it are in `data`
+            data = self._take()
+            if last is not None:
+                data += last
+            if data and not self._broken:
+                try:
+                    self._sock.sendall(data)
+                except OSError:
+                    self._broken = True  # the peer went away; the call still runs to its end
+            if last is not None:
+                if self._after is not None:
+                    self._after()
+                return
+
+
 # -------------------------------------------------------------------------------- server
 
 Response = Tuple[int, Optional[bytes]]
-# Runs the handler for one envelope: (envelope, timeout=...) -> awaitable Outcome.
+# Runs the handler for one envelope: (envelope, timeout=..., live=...) -> awaitable Outcome.
 Invoke = Callable[..., Awaitable[Outcome]]
 
 
@@ -971,6 +1201,9 @@ class Peer(Protocol):
 
     async def drain(self) -> None:
         """Wait until what was written can be buffered no further (StreamWriter.drain)."""
+
+    def live_fly(self, *, keep_alive: bool) -> LiveFly:
+        """A stream for the FLY events of one call on this connection (X-Asya-Fly: live)."""
 
     def begin(self) -> bool:
         """A request has arrived: mark the connection busy; False to close it instead."""
@@ -1051,11 +1284,15 @@ class Server:
                 return
             if request is None or not peer.begin():
                 return
-            status, body = await self.dispatch(request, peer.invoke)
+            live = None
+            if request.headers.get(FLY_HEADER) == FLY_LIVE:
+                live = peer.live_fly(keep_alive=request.keep_alive)
+            status, body = await self.dispatch(request, peer.invoke, live)
             if peer.abandoned:
                 return  # the watchdog answered this call already
             keep_alive = request.keep_alive and not self.draining
-            peer.write(render_response(status, body, keep_alive=keep_alive))
+            if live is None or not live.finish(status, body):
+                peer.write(render_response(status, body, keep_alive=keep_alive))
             await peer.drain()
             peer.end()
             if not keep_alive:
@@ -1085,13 +1322,16 @@ class Server:
             self._connections.pop(task, None)
             writer.close()
 
-    async def dispatch(self, request: Request, invoke: Invoke) -> Response:
-        """The answer to one request; `invoke` runs the handler."""
+    async def dispatch(
+        self, request: Request, invoke: Invoke, live: LiveFly | None = None
+    ) -> Response:
+        """The answer to one request; `invoke` runs the handler, sending FLY events to `live`
+        (when given) as they are yielded."""
         path = request.target.split("?", 1)[0]
         if path == "/invoke":
             if request.method != "POST":
                 return _error(405, "method_not_allowed", f"{request.method} /invoke: use POST")
-            return await self._invoke(request, invoke)
+            return await self._invoke(request, invoke, live)
         if path == "/healthz":
             if request.method not in ("GET", "HEAD"):
                 return _error(405, "method_not_allowed", f"{request.method} /healthz: use GET")
@@ -1100,7 +1340,7 @@ class Server:
             return 200, dump_json({"status": "ok", "handler": self.handler.spec})
         return _error(404, "not_found", f"no route {path!r}; try POST /invoke or GET /healthz")
 
-    async def _invoke(self, request: Request, invoke: Invoke) -> Response:
+    async def _invoke(self, request: Request, invoke: Invoke, live: LiveFly | None) -> Response:
         started = time.perf_counter()
         try:
             timeout = _timeout_of(request)
@@ -1114,12 +1354,13 @@ class Server:
             return 400, dump_json({"error": "msg_parsing_error", "details": details})
         envelope_id = envelope.get("id")
         try:
-            frames, fly = await invoke(envelope, timeout=timeout)
+            frames, fly = await invoke(envelope, timeout=timeout, live=live)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # SystemExit from a handler must not stop the server
             return handler_failed(exc, envelope_id)
         if not frames and not fly:
+            # Also when every event went out live: the stream's final line then says 204.
             return 204, None
         answer: dict[str, Any] = {"frames": frames}
         if len(frames) == 1 and PARKED in frames[0]:
@@ -1167,6 +1408,9 @@ class _StreamPeer:
         self.drain = writer.drain
         self._busy = busy  # Server's connection task -> busy flag, which drain reads
         self._task = task
+
+    def live_fly(self, *, keep_alive: bool) -> LiveFly:
+        return _LoopFly(keep_alive=keep_alive, write=self.write, loop=asyncio.get_running_loop())
 
     def begin(self) -> bool:
         self._busy[self._task] = True
@@ -1302,14 +1546,26 @@ class _Connection:
         self.busy = False  # a request is being handled
         self.closing = False  # drain shut it down while idle
         self.abandoned = False  # the watchdog answered a timed-out call; the thread is stuck
+        # The watchdog's answer ends a FLY stream and is still being written: the process
+        # must not exit (drain must not finish) before that answer is out.
+        self.answering = False
         self._lock = lock  # ThreadedConnections' lock, which guards busy and closing
         self._call = call  # ThreadedConnections._call: runs the handler in this thread
 
-    async def invoke(self, envelope: dict[str, Any], *, timeout: float | None = None) -> Outcome:
-        return self._call(self, envelope, timeout)
+    async def invoke(
+        self,
+        envelope: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        live: LiveFly | None = None,
+    ) -> Outcome:
+        return self._call(self, envelope, timeout, live)
 
     def write(self, data: bytes) -> None:
         self.sock.sendall(data)
+
+    def live_fly(self, *, keep_alive: bool) -> LiveFly:
+        return _ThreadFly(keep_alive=keep_alive, sock=self.sock)
 
     async def drain(self) -> None:
         pass  # write() has already handed everything to the kernel
@@ -1329,10 +1585,17 @@ class _Connection:
 class _Call:
     """One handler call with a deadline; the watchdog and the handler race to settle it."""
 
-    def __init__(self, connection: _Connection, timeout: float, envelope_id: Any) -> None:
+    def __init__(
+        self,
+        connection: _Connection,
+        timeout: float,
+        envelope_id: Any,
+        live: LiveFly | None,
+    ) -> None:
         self.connection = connection
         self.timeout = timeout
         self.envelope_id = envelope_id
+        self.live = live  # the call's FLY stream: a timeout answer must end it, not follow it
         self.lock = threading.Lock()
         self.done = False
         self.timed_out = False
@@ -1399,7 +1662,7 @@ class ThreadedConnections:
         queued before a new connection arrived cannot end a later drain early.
         """
         with self._lock:
-            if all(connection.abandoned for connection in self._connections):
+            if all(c.abandoned and not c.answering for c in self._connections):
                 self._gone.set()
 
     def _accept(self) -> None:
@@ -1433,12 +1696,16 @@ class ThreadedConnections:
             connection.sock.close()
 
     def _call(
-        self, connection: _Connection, envelope: dict[str, Any], timeout: float | None
+        self,
+        connection: _Connection,
+        envelope: dict[str, Any],
+        timeout: float | None,
+        live: LiveFly | None,
     ) -> Outcome:
         invoker = self._server.invoker
         if timeout is None:
             with self._slots:
-                return invoker.run_here(envelope, self._loop)
+                return invoker.run_here(envelope, self._loop, live)
         # The timeout covers the wait for a free slot too: a slot held by a stuck call must
         # not hold the calls queued behind it (nor a drain waiting for them) forever.
         deadline = time.monotonic() + timeout
@@ -1448,10 +1715,10 @@ class ThreadedConnections:
                 f"(it never got one of the {self._server.config.concurrency} call slots)"
             )
         try:
-            call = _Call(connection, timeout, envelope.get("id"))
+            call = _Call(connection, timeout, envelope.get("id"), live)
             self._watch(call, deadline)
             try:
-                return invoker.run_here(envelope, self._loop)
+                return invoker.run_here(envelope, self._loop, live)
             finally:
                 with call.lock:
                     call.done = True
@@ -1491,9 +1758,22 @@ class ThreadedConnections:
             call.connection.abandoned = True
             timed_out = self._server.invoker.timed_out(call.timeout)
             status, body = handler_failed(timed_out, call.envelope_id)
-            with contextlib.suppress(OSError):
-                call.connection.sock.sendall(render_response(status, body, keep_alive=False))
-            _shutdown_quietly(call.connection.sock)
+            connection, live = call.connection, call.live
+            sock = connection.sock
+
+            def answered() -> None:  # in the stream's writer, once the last chunk is out
+                _shutdown_quietly(sock)
+                connection.answering = False
+                self._on_loop(self._wake_drain_if_done)
+
+            # A call that streams FLY events ends its stream with the timeout; its writer
+            # sends it and shuts the connection down, so the watchdog never waits on a peer.
+            connection.answering = True
+            if not (isinstance(live, _ThreadFly) and live.abandon(status, body, after=answered)):
+                connection.answering = False
+                with contextlib.suppress(OSError):
+                    sock.sendall(render_response(status, body, keep_alive=False))
+                _shutdown_quietly(sock)
         self._on_loop(self._wake_drain_if_done)
         self._on_loop(
             self._server.request_restart,

@@ -282,8 +282,18 @@ class Consumer:
             if reporter is not None and hop is not None:
                 reporter.report(hop.report("processing", received_at))
             called = time.perf_counter()
+
+            def forward_fly(events: list[Any]) -> None:
+                # As each batch arrives from the runtime, so that streamed tokens reach the
+                # gateway while the handler still runs, and before this hop's outcome report.
+                self.events.forward(events, envelope_id=parsed.id)
+                if reporter is not None and hop is not None:
+                    reporter.report(hop.fly(events, envelope.timestamp(self.clock())))
+
             try:
-                result = await self.runtime.invoke(body, timeout=self.config.actor_timeout)
+                result = await self.runtime.invoke(
+                    body, timeout=self.config.actor_timeout, on_fly=forward_fly
+                )
             except RuntimeUnavailable as exc:
                 failed = self._runtime_failed(parsed, exc, delivery, body=body, ctx=ctx)
                 return None if failed is None else (failed, hop)
@@ -301,9 +311,7 @@ class Consumer:
             finally:
                 self.metrics.runtime_seconds.observe(time.perf_counter() - called)
             if isinstance(result, Frames | Parked) and result.fly:
-                self.events.forward(result.fly, envelope_id=parsed.id)
-                if reporter is not None and hop is not None:
-                    reporter.report(hop.fly(result.fly, envelope.timestamp(self.clock())))
+                forward_fly(result.fly)  # a runtime that does not stream sends them at the end
             decision = routing.decide(parsed, result, body=body, ctx=ctx)
             if decision.reason is not None:
                 log.info(

@@ -2,6 +2,9 @@
 
 It speaks only what the runtime serves (docs/runtime-protocol.md): requests with a
 Content-Length body, answers framed by Content-Length, connections kept alive and reused.
+Given `on_fly`, a call asks for live side events (`X-Asya-Fly: live`): a handler that yields
+FLY is then answered with a chunked ndjson stream, whose `fly` lines go to `on_fly` as they
+arrive and whose last line is the answer the call would otherwise have had.
 We do not use a general-purpose client here because every envelope pays this cost on every
 hop: against the same runtime, httpx managed about 1,300 calls/s and this kind of minimal
 client about 8,000 (bench/runtime_invoke.py, sync echo, one connection).
@@ -13,6 +16,7 @@ RuntimeUnavailable, so the caller can requeue instead of failing the envelope.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +81,20 @@ class Refused:
 
 
 Result = Frames | NoResult | Parked | HandlerError | Refused
+# Called with the events of each `fly` line of a streamed answer, as it arrives.
+OnFly = Callable[[list[Any]], None]
+_INVOKE = b"POST /invoke HTTP/1.1\r\nHost: runtime\r\nContent-Type: application/json\r\n"
+_INVOKE_LIVE = _INVOKE + b"X-Asya-Fly: live\r\n"
+# Longest line of a streamed answer we hold while waiting for its end (a frame can be big).
+MAX_STREAM_LINE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Streamed:
+    """The final line of a streamed answer: the status and body (parsed) it stands for."""
+
+    status: int
+    body: Any
 
 
 class _Connection:
@@ -101,23 +119,34 @@ class RuntimeClient:
         self._backstop_grace = backstop_grace
         self._idle: list[_Connection] = []
 
-    async def invoke(self, envelope: bytes, *, timeout: float) -> Result:
+    async def invoke(
+        self, envelope: bytes, *, timeout: float, on_fly: OnFly | None = None
+    ) -> Result:
         """POST /invoke, asking the runtime to stop the handler after `timeout` seconds.
+
+        With `on_fly`, side events arrive live: `on_fly` gets each batch as the runtime sends
+        it (before this returns), and the result carries no `fly` of its own. The timeout
+        backstop covers the whole call, stream included.
 
         Raises RuntimeUnavailable, or RuntimeTimeout if not even the runtime answered in time.
         """
         head = (
-            b"POST /invoke HTTP/1.1\r\nHost: runtime\r\nContent-Type: application/json\r\n"
-            b"X-Asya-Timeout: " + f"{timeout:g}".encode() + b"\r\n"
-            b"Content-Length: " + str(len(envelope)).encode() + b"\r\n\r\n"
+            (_INVOKE if on_fly is None else _INVOKE_LIVE)
+            + b"X-Asya-Timeout: "
+            + f"{timeout:g}".encode()
+            + b"\r\nContent-Length: "
+            + str(len(envelope)).encode()
+            + b"\r\n\r\n"
         )
         backstop = timeout + self._backstop_grace
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every call in a task.
             async with asyncio.timeout(backstop):
-                status, body = await self._exchange(head, envelope)
+                status, body = await self._exchange(head, envelope, on_fly)
         except TimeoutError:
             raise RuntimeTimeout(f"the runtime did not answer within {backstop:g}s") from None
+        if isinstance(body, _Streamed):
+            return _interpret_answer(body.status, body.body)
         return _interpret(status, body)
 
     async def healthy(self, timeout: float = 2.0) -> bool:
@@ -133,16 +162,18 @@ class RuntimeClient:
         while self._idle:
             self._idle.pop().close()
 
-    async def _exchange(self, head: bytes, body: bytes) -> tuple[int, bytes]:
+    async def _exchange(
+        self, head: bytes, body: bytes, on_fly: OnFly | None = None
+    ) -> tuple[int, bytes | _Streamed]:
         conn = self._idle.pop() if self._idle else await self._connect()
         try:
             try:
-                status, answer, keep = await self._round_trip(conn, head, body)
+                status, answer, keep = await self._round_trip(conn, head, body, on_fly)
             except _StaleConnection:
                 # A kept-alive connection the runtime had already closed (it restarted, say):
                 # nothing was processed, so one retry on a fresh connection is safe.
                 conn = await self._connect()
-                status, answer, keep = await self._round_trip(conn, head, body)
+                status, answer, keep = await self._round_trip(conn, head, body, on_fly)
         except BaseException:
             conn.close()  # also on cancellation: a half-used connection is never reused
             raise
@@ -160,8 +191,8 @@ class RuntimeClient:
         return _Connection(reader, writer)
 
     async def _round_trip(
-        self, conn: _Connection, head: bytes, body: bytes
-    ) -> tuple[int, bytes, bool]:
+        self, conn: _Connection, head: bytes, body: bytes, on_fly: OnFly | None
+    ) -> tuple[int, bytes | _Streamed, bool]:
         reused, conn.used = conn.used, True
         try:
             # One write, so the request leaves in one system call (two cost a tenth of the
@@ -185,8 +216,11 @@ class RuntimeClient:
             ) from exc
         status, length, keep = _parse_head(raw_head)
         try:
+            if length < 0:  # chunked: the runtime streams side events (X-Asya-Fly: live)
+                streamed = await _read_stream(conn.reader, on_fly)
+                return status, streamed, keep
             answer = await conn.reader.readexactly(length) if length else b""
-        except (OSError, asyncio.IncompleteReadError) as exc:
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             conn.close()
             raise RuntimeUnavailable(
                 f"the runtime's answer was cut short: {exc}", during_call=True
@@ -199,6 +233,7 @@ class _StaleConnection(Exception):
 
 
 def _parse_head(raw: bytes) -> tuple[int, int, bool]:
+    """(status, Content-Length or -1 for a chunked body, keep the connection)."""
     lines = raw.split(b"\r\n")
     try:
         status = int(lines[0].split(b" ", 2)[1])
@@ -212,7 +247,67 @@ def _parse_head(raw: bytes) -> tuple[int, int, bool]:
             length = int(value.strip())
         elif name == b"connection" and value.strip().lower() == b"close":
             keep = False
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            length = -1
     return status, length, keep
+
+
+async def _read_stream(reader: asyncio.StreamReader, on_fly: OnFly | None) -> _Streamed:
+    """Read a streamed answer to its last chunk, handing each `fly` line to `on_fly`.
+
+    Lines may span chunks. Raises asyncio.IncompleteReadError when the stream is cut short
+    (the runtime died), and _Malformed when it is not what the runtime sends.
+    """
+    pending = b""
+    answer: _Streamed | None = None
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        try:
+            size = int(size_line.split(b";", 1)[0], 16)
+        except ValueError:
+            raise _Malformed(f"bad chunk size {size_line[:40]!r}") from None
+        if size == 0:
+            await reader.readuntil(b"\r\n")  # the runtime sends no trailer fields
+            break
+        chunk = await reader.readexactly(size + 2)
+        pending += chunk[:-2]
+        if len(pending) > MAX_STREAM_LINE:
+            raise _Malformed(f"a line longer than {MAX_STREAM_LINE} bytes")
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if answer is not None:
+                raise _Malformed("a line after the final answer line")
+            answer = _stream_line(line, on_fly)
+    if pending.strip():
+        raise _Malformed("the last line does not end with a newline")
+    if answer is None:
+        raise _Malformed("it ended without the final answer line")
+    return answer
+
+
+def _stream_line(line: bytes, on_fly: OnFly | None) -> _Streamed | None:
+    """Act on one line of a streamed answer: hand `fly` events on, return the final answer."""
+    try:
+        item = codec.loads(line)
+    except ValueError:
+        raise _Malformed("a line that is not JSON") from None
+    if isinstance(item, dict):
+        events = item.get("fly")
+        if isinstance(events, list):
+            if on_fly is not None and events:
+                on_fly(events)
+            return None
+        answer = item.get("answer")
+        if isinstance(answer, dict) and isinstance(answer.get("status"), int):
+            return _Streamed(answer["status"], answer.get("body"))
+    raise _Malformed(f"a line that is neither fly nor answer: {line[:80]!r}")
+
+
+class _Malformed(RuntimeUnavailable):
+    """A streamed answer that breaks the protocol: treated like a cut-short answer."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"the runtime's streamed answer is malformed: {problem}", during_call=True)
 
 
 def _interpret(status: int, body: bytes) -> Result:
@@ -223,6 +318,15 @@ def _interpret(status: int, body: bytes) -> Result:
         answer = codec.loads(body) if body else {}
     except ValueError:
         return Refused(f"the runtime answered {status} with a body that is not JSON")
+    return _interpret_answer(status, answer)
+
+
+def _interpret_answer(status: int, answer: Any) -> Result:
+    """Turn a status and its parsed body (None for none) into a typed result (pure)."""
+    if status == 204:
+        return NoResult()
+    if answer is None:
+        answer = {}
     if not isinstance(answer, dict):
         return Refused(f"the runtime answered {status} with {type(answer).__name__}, not an object")
     raw_details = answer.get("details")

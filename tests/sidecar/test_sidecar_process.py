@@ -197,14 +197,21 @@ async def test_side_events_are_posted_to_the_events_url(
     sidecar = start_sidecar(ASYA_EVENTS_URL=f"http://127.0.0.1:{server.server_port}/events")
 
     await queues.send("asya-default-a", envelope("with-events"))
-    await eventually(lambda: len(EventSink.received) == 1, "the side events to be posted")
+    # Live: events yielded back to back usually share a post, but may come in several.
+    await eventually(
+        lambda: sum(len(post["events"]) for post in EventSink.received) >= 3,
+        "the side events to be posted",
+    )
     server.shutdown()
 
-    assert EventSink.received[0] == {
-        "actor": "a",
-        "envelope_id": "with-events",
-        "events": [{"progress": 1 / 3}, {"progress": 2 / 3}, {"progress": 1.0}],
+    assert {(post["actor"], post["envelope_id"]) for post in EventSink.received} == {
+        ("a", "with-events")
     }
+    assert [event for post in EventSink.received for event in post["events"]] == [
+        {"progress": 1 / 3},
+        {"progress": 2 / 3},
+        {"progress": 1.0},
+    ]
     assert sidecar.metric("asya_sidecar_fly_events_total") == 3
 
 

@@ -9,7 +9,9 @@ then the task's event stream), --tasks times:
 
 - baseline: nothing else runs;
 - watched: a ticker task runs meanwhile and --watchers SSE clients follow it, each reading
-  every event it sends (--watchers x 1/--tick-s events a second leave the gateway).
+  every event it sends (--watchers x 1/--tick-s events a second leave the gateway). The
+  watchers read in a process of their own (`--follow`), so the bench's client is not
+  delayed by their reading.
 
 The figure is how much the 1-hop tasks' latency grows with the watchers. Everything shares
 the machine: the watchers' own reading costs CPU too, which a real deployment would spend
@@ -25,7 +27,8 @@ import contextlib
 import dataclasses
 import datetime
 import json
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -34,7 +37,7 @@ from asya_cli.gateway_client import Client
 from asya_cli.manifests import ActorManifest
 from bench import measure
 from bench.__main__ import source_revision
-from bench.gateway import RESULTS, echo_actors, gateway_client, gateway_pipeline
+from bench.gateway import HERE, RESULTS, echo_actors, gateway_client, gateway_pipeline
 from bench.gateway import through_gateway as one_task
 from bench.suite import log
 
@@ -63,37 +66,62 @@ async def latencies(client: Client, tasks: int) -> list[float]:
 
 @contextlib.asynccontextmanager
 async def watched(
-    http: aiohttp.ClientSession, client: Client, watchers: int, tick_s: float
-) -> AsyncIterator[list[int]]:
-    """A ticker task followed by `watchers` streams; yields their event counts, live."""
+    url: str, client: Client, watchers: int, tick_s: float
+) -> AsyncIterator[Callable[[], int]]:
+    """A ticker task followed by `watchers` streams read in a process of their own (so that
+    their reading does not delay the bench's own client); yields the events they read."""
     task, _ = await client.submit(
         {"route": ["ticker"], "payload": {"ticks": 10_000_000, "every_s": tick_s}}
     )
-    counts = [0] * watchers
-    opened = asyncio.Event()
-    started = 0
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.watchers", "--follow", url, task["id"], str(watchers),
+        stdout=asyncio.subprocess.PIPE, cwd=HERE.parent,
+    )  # fmt: skip
+    assert follower.stdout is not None
+    counted = [0]
+    all_open = asyncio.Event()
 
-    async def follow(index: int) -> None:
-        nonlocal started
-        async with http.get(f"/v1/tasks/{task['id']}/events", timeout=STREAM_TIMEOUT) as reply:
-            reply.raise_for_status()
-            started += 1
-            if started == watchers:
-                opened.set()
-            async for line in reply.content:
-                if line.startswith(b"event:"):
-                    counts[index] += 1
+    async def read_counts() -> None:
+        assert follower.stdout is not None
+        async for line in follower.stdout:
+            opened, counted[0] = (int(n) for n in line.split())
+            if opened == watchers:
+                all_open.set()
 
-    followers = [asyncio.create_task(follow(i)) for i in range(watchers)]
+    reading = asyncio.create_task(read_counts())
     try:
         async with asyncio.timeout(60):
-            await opened.wait()
-        yield counts
+            await all_open.wait()
+        yield lambda: counted[0]
     finally:
         await client.cancel(task["id"])
-        for follower in followers:
-            follower.cancel()
-        await asyncio.gather(*followers, return_exceptions=True)
+        follower.terminate()
+        await follower.wait()
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+
+
+async def follow(url: str, task_id: str, watchers: int) -> None:
+    """`--follow`: open `watchers` streams of the task, read every event, and print the
+    streams open and the events read so far, about every 0.1 s."""
+    counts, opened = [0], [0]
+    connector = aiohttp.TCPConnector(limit=watchers + 10)
+
+    async def one(http: aiohttp.ClientSession) -> None:
+        async with http.get(f"/v1/tasks/{task_id}/events", timeout=STREAM_TIMEOUT) as reply:
+            reply.raise_for_status()
+            opened[0] += 1
+            async for line in reply.content:
+                if line.startswith(b"event:"):
+                    counts[0] += 1
+
+    async with aiohttp.ClientSession(url, connector=connector) as http:
+        streams = [asyncio.create_task(one(http)) for _ in range(watchers)]
+        while True:
+            print(opened[0], counts[0], flush=True)
+            await asyncio.sleep(0.1)
+            if all(stream.done() for stream in streams):
+                break
 
 
 def _summary(runs: list[float]) -> dict[str, float]:
@@ -110,20 +138,17 @@ async def run(settings: Settings) -> dict[str, Any]:
     ]
     async with gateway_pipeline(actors, transport="local", store="sqlite") as pipeline:
         assert pipeline.gateway is not None
-        connector = aiohttp.TCPConnector(limit=settings.watchers + 10)
-        async with (
-            gateway_client(pipeline) as client,
-            aiohttp.ClientSession(pipeline.gateway.url, connector=connector) as http,
-        ):
+        url = pipeline.gateway.url
+        async with gateway_client(pipeline) as client:
             log(f"baseline: {settings.tasks} 1-hop tasks, one at a time")
             baseline = await latencies(client, settings.tasks)
             log(f"watched: the same with {settings.watchers} streams of a ticking task")
-            async with watched(http, client, settings.watchers, settings.tick_s) as counts:
-                before = sum(counts)
+            async with watched(url, client, settings.watchers, settings.tick_s) as read:
+                before = read()
                 started = asyncio.get_running_loop().time()
                 with_watchers = await latencies(client, settings.tasks)
                 elapsed = asyncio.get_running_loop().time() - started
-                delivered = sum(counts) - before
+                delivered = read() - before
     base, loaded = _summary(baseline), _summary(with_watchers)
     return {
         "bench": "watchers",
@@ -155,6 +180,11 @@ def parse(argv: list[str] | None = None) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--follow"]:
+        url, task_id, watchers = args[1:4]
+        asyncio.run(follow(url, task_id, int(watchers)))
+        return
     settings = parse(argv)
     summary = asyncio.run(run(settings))
     summary["source"] = source_revision()

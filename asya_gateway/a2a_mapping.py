@@ -81,7 +81,8 @@ BEARER_SCHEME = "bearer"
 INPUT_MODES = ("application/json", "text/plain")
 OUTPUT_MODES = ("application/json", "text/plain")
 # The metadata keys that name a message's skill, in the order they are looked at.
-SKILL_KEYS = ("skill", "flow")
+# "skill" is what the docs say; the others are the spellings clients reach for first.
+SKILL_KEYS = ("skill", "skillId", "skill_id", "flow")
 
 STATES: Mapping[str, TaskState] = {
     "pending": TaskState.TASK_STATE_SUBMITTED,
@@ -165,7 +166,8 @@ def _skill(flow: Flow) -> AgentSkill:
 
 
 def requested_skill(request: SendMessageRequest) -> str | None:
-    """The skill a message names: its metadata's "skill" (or "flow"), else the request's."""
+    """The skill a message names: its metadata's "skill" (or another of SKILL_KEYS), else the
+    request's."""
     for metadata in (request.message.metadata, request.metadata):
         for key in SKILL_KEYS:
             if key in metadata:

@@ -583,3 +583,10 @@ def test_a_result_without_completion_is_data_only() -> None:
     artifact = mapping.result_artifact([1, 2])
     assert [part.WhichOneof("content") for part in artifact.parts] == ["data"]
     assert mapping.plain(get_data_parts(artifact.parts)) == [[1, 2]]
+
+
+@pytest.mark.parametrize("key", ["skill", "skillId", "skill_id", "flow"])
+def test_every_spelling_of_the_skill_key_is_read(key: str) -> None:
+    sent = request(message(Part(text="x"), skill=None))
+    sent.message.metadata.update({key: "other"})
+    assert mapping.requested_skill(sent) == "other"

@@ -61,6 +61,9 @@ CRASH_DELIVERY_LIMIT = 3
 RUNTIME_POLL_S = 0.5
 # Pause before re-opening a subscription that failed, so a broken queue does not spin.
 RESUBSCRIBE_DELAY_S = 2.0
+# How long a call's results wait for its side events to be posted to the gateway (see
+# Reporter.settled): one round trip when the gateway answers, this at most when it does not.
+FLY_SETTLE_S = 0.5
 
 Clock = Callable[[], datetime.datetime]
 
@@ -283,12 +286,16 @@ class Consumer:
                 reporter.report(hop.report("processing", received_at))
             called = time.perf_counter()
 
+            flew = False
+
             def forward_fly(events: list[Any]) -> None:
                 # As each batch arrives from the runtime, so that streamed tokens reach the
                 # gateway while the handler still runs, and before this hop's outcome report.
+                nonlocal flew
                 self.events.forward(events, envelope_id=parsed.id)
                 if reporter is not None and hop is not None:
-                    reporter.report(hop.fly(events, envelope.timestamp(self.clock())))
+                    reporter.report(hop.fly(events, envelope.timestamp(self.clock())), urgent=True)
+                    flew = True
 
             try:
                 result = await self.runtime.invoke(
@@ -312,6 +319,11 @@ class Consumer:
                 self.metrics.runtime_seconds.observe(time.perf_counter() - called)
             if isinstance(result, Frames | Parked) and result.fly:
                 forward_fly(result.fly)  # a runtime that does not stream sends them at the end
+            if flew and reporter is not None:
+                # The task's side events reach the gateway before anything the next actor or
+                # x-sink reports: a follower gets the last tokens before the task ends. Bounded,
+                # so a gateway that is down costs this hop at most FLY_SETTLE_S.
+                await reporter.settled(FLY_SETTLE_S)
             decision = routing.decide(parsed, result, body=body, ctx=ctx)
             if decision.reason is not None:
                 log.info(

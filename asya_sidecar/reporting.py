@@ -11,7 +11,11 @@ Reporting never delays, fails or loses an envelope:
 
 - `Reporter.report` is a plain append to an in-memory queue; one background task posts
   `{"reports": [...], "canceled_cursor": n}` in batches of up to BATCH_SIZE every
-  `interval` (ASYA_GATEWAY_REPORT_INTERVAL, 1 s), sooner when a full batch is waiting.
+  `interval` (ASYA_GATEWAY_REPORT_INTERVAL, 1 s), sooner when a full batch is waiting or an
+  urgent report (a side event: streamed tokens are live) came. After a failed post the next
+  one waits the interval, urgent or not. The consumer waits (`settled`, bounded by
+  consumer.FLY_SETTLE_S) for a call's side events to be posted before it routes the call's
+  results on, so they reach the gateway before the task's next report from elsewhere.
 - The queue holds at most MAX_PENDING reports. Beyond that the oldest are dropped and
   counted: every report a sidecar makes is non-terminal, so what is lost is freshness, and
   the terminal status still arrives from x-sink. A batch the gateway could not take goes back
@@ -298,6 +302,11 @@ class Reporter:
         self.canceled = CancelSet(clock=clock)
         self.cursor = 0
         self._full = asyncio.Event()
+        # Reports ever queued, and of those, how many are posted or dropped (gone either
+        # way): `settled()` waits for the second to reach the first.
+        self._queued = 0
+        self._gone = 0
+        self._progress = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
         self._failing_since: float | None = None
         self._last_warning = -FAILURE_LOG_EVERY_S
@@ -305,12 +314,31 @@ class Reporter:
 
     # -- the hot path: plain appends, no await
 
-    def report(self, report: wire.HopReport) -> None:
+    def report(self, report: wire.HopReport, *, urgent: bool = False) -> None:
+        """Queue `report`; `urgent` posts it now rather than at the next interval (side
+        events: a streamed token is worth nothing a second late)."""
+        self._queued += 1
         dropped = self.queue.append(report)
         if dropped:
             self._dropped(dropped)
-        if len(self.queue) >= self.batch_size and not self._full.is_set():
+            self._gone += dropped
+        if (urgent or len(self.queue) >= self.batch_size) and not self._full.is_set():
             self._full.set()
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds) until every report queued so far is posted or
+        dropped; whether they were. The consumer waits so after a call's side events, so
+        that they reach the gateway before the next actor (or x-sink) reports the task."""
+        mark = self._queued
+        self._full.set()
+        try:
+            async with asyncio.timeout(timeout):
+                while self._gone < mark:
+                    self._progress.clear()
+                    await self._progress.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def report_all(self, reports: Iterable[wire.HopReport]) -> None:
         for report in reports:
@@ -324,11 +352,17 @@ class Reporter:
         while True:
             self._full.clear()
             self.canceled.prune()
+            posted = False
             try:
-                await self.flush()
+                posted = await self.flush()
             except Exception:
                 # A bug here must cost reports, never the sidecar's loop or its envelopes.
                 log.exception("posting status reports failed unexpectedly; carrying on")
+            if not posted:
+                # A gateway that failed is asked again after an interval, however urgent
+                # the reports that come meanwhile: no storm of posts while it is down.
+                await asyncio.sleep(self.interval)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), self.interval)
 
@@ -346,7 +380,11 @@ class Reporter:
                 dropped = self.queue.put_back(batch)
                 if dropped:
                     self._dropped(dropped)
+                    self._gone += dropped
+                self._progress.set()
                 return False
+            self._gone += len(batch)
+            self._progress.set()
             if len(self.queue) < self.batch_size:
                 return True
 

@@ -475,6 +475,52 @@ async def test_a_full_batch_is_posted_without_waiting_for_the_interval(
     await eventually(lambda: len(report_receiver.reports) == 4, what="the full batch")
 
 
+@pytest.mark.parametrize("running", [{"interval": 3600}], indirect=True)
+async def test_an_urgent_report_is_posted_without_waiting_for_the_interval(
+    running: Running, report_receiver: ReportReceiver
+) -> None:
+    await eventually(lambda: report_receiver.batches, what="the first post at start")
+    running.reporter.report(report("e0"))
+    running.reporter.report(report("e1"), urgent=True)  # a side event: takes e0 along
+
+    await eventually(lambda: len(report_receiver.reports) == 2, what="the urgent post")
+    assert [r["id"] for r in report_receiver.reports] == ["e0", "e1"]
+
+
+@pytest.mark.parametrize("running", [{"interval": 3600}], indirect=True)
+async def test_settled_waits_until_what_was_queued_is_posted(
+    running: Running, report_receiver: ReportReceiver
+) -> None:
+    await eventually(lambda: report_receiver.batches, what="the first post at start")
+    report_receiver.hold()
+    for i in range(3):
+        running.reporter.report(report(f"e{i}"))
+    waiting = asyncio.create_task(running.reporter.settled(30))
+    await eventually(lambda: len(report_receiver.batches) >= 2, what="the post to be made")
+    assert not waiting.done()  # posted, not yet answered
+
+    report_receiver.release()
+
+    assert await asyncio.wait_for(waiting, 30) is True
+    assert [r["id"] for r in report_receiver.reports] == ["e0", "e1", "e2"]
+
+
+@pytest.mark.parametrize("running", [{"interval": 0.5}], indirect=True)
+async def test_settled_gives_up_after_its_timeout_when_the_gateway_fails(
+    running: Running, report_receiver: ReportReceiver
+) -> None:
+    await eventually(lambda: report_receiver.batches, what="the first post at start")
+    report_receiver.fail_next(3, status=503)
+    for i in range(5):  # urgent, but the gateway failed: asked again only every interval
+        running.reporter.report(report(f"e{i}"), urgent=True)
+
+    assert await running.reporter.settled(0.2) is False
+    failed_meanwhile = [b for b in report_receiver.batches if b.status == 503]
+    await eventually(lambda: len(report_receiver.reports) == 5, what="the reports, later")
+    assert len(failed_meanwhile) == 1
+    assert [r["id"] for r in report_receiver.reports] == [f"e{i}" for i in range(5)]
+
+
 @pytest.mark.parametrize("running", [{"interval": 0.05}], indirect=True)
 async def test_a_batch_the_gateway_could_not_take_is_posted_again_in_order(
     running: Running, report_receiver: ReportReceiver, metrics: SidecarMetrics

@@ -134,3 +134,13 @@ def must_not_run(payload):
     with open(payload["ran"], "w") as ran:
         ran.write("ran")
     return payload
+
+
+def speak(payload):
+    """Streams its answer word by word as token side events, as an LLM caller does, then
+    answers it as `completion`: the words of `query`, or of the last chat message."""
+    text = payload.get("query") or payload["messages"][-1]["content"]
+    words = [word + " " for word in text.split()]
+    for word in words:
+        yield "FLY", {"type": "token", "text": word}
+    yield {**payload, "completion": "".join(words)}

@@ -61,8 +61,9 @@ KEEPALIVE_S = 15.0
 KEEPALIVE = b": keep-alive\n\n"
 # Updates a stream holds for a reader that does not keep up; FLY tokens are the many.
 MAX_BACKLOG = 1000
-_STOP = object()  # queued when the gateway stops or the store closes
-_OVERFLOW = object()  # queued instead of the backlog when the reader fell too far behind
+# Queued when the gateway stops, the store closes, or the reader fell too far behind (then
+# instead of the backlog, and `overflowed` says so).
+_STOP = object()
 
 
 @dataclass(frozen=True)
@@ -211,8 +212,6 @@ class TaskStream:
                 continue
             if item is _STOP:
                 return
-            if item is _OVERFLOW:
-                return
             if isinstance(item, BaseException):
                 raise item
             if isinstance(item, Event) and self._wanted(item):
@@ -279,7 +278,7 @@ class TaskStream:
                     # Dropped, not kept: what it has not read is of no use to it now.
                     while not self._queue.empty():
                         self._queue.get_nowait()
-                    self._queue.put_nowait(_OVERFLOW)
+                    self._queue.put_nowait(_STOP)
                     self.overflowed = True
                     log.warning(
                         "a follower of task %s fell %d updates behind; its stream is closed",

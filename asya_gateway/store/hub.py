@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 
 from asya_gateway.store.base import Event, StoreError
@@ -134,9 +134,7 @@ class Hub:
     def publish(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        for subscription in list(self._everything):
-            if not subscription._offer(events, self.capacity):
-                self.unsubscribe(subscription)
+        self._deliver(self._everything, events)
         if not self._by_task:
             return
         of_task: dict[str, list[Event]] = {}
@@ -145,11 +143,15 @@ class Hub:
                 of_task.setdefault(event.task_id, []).append(event)
         for task_id, mine in of_task.items():
             group = self._by_task[task_id]
-            for subscription in list(group):
-                if not subscription._offer(mine, self.capacity):
-                    self.unsubscribe(subscription)
+            self._deliver(group, mine)
             if not group:  # its watchers were dropped unread (kept weakly)
                 self._by_task.pop(task_id, None)
+
+    def _deliver(self, watchers: Iterable[Subscription], events: Sequence[Event]) -> None:
+        """Offer `events` to each of `watchers`; one that falls too far behind is cut off."""
+        for subscription in list(watchers):
+            if not subscription._offer(events, self.capacity):
+                self.unsubscribe(subscription)
 
     def close(self) -> None:
         """End every subscription (their iterators stop) and refuse new ones."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
-from importlib import metadata
 from typing import TypeVar
 
 from a2a.server.context import ServerCallContext
@@ -64,7 +63,7 @@ from starlette.types import Message as AsgiMessage
 
 from asya_gateway import a2a_mapping as mapping
 from asya_gateway.bodies import read_body
-from asya_gateway.doors import FrontDoor
+from asya_gateway.doors import FrontDoor, asya_version
 from asya_gateway.errors import ApiError
 from asya_gateway.service import Gateway
 from asya_gateway.sse import TaskStream
@@ -86,7 +85,7 @@ def front_door(gateway: Gateway) -> FrontDoor:
     dispatcher = JsonRpcDispatcher(
         request_handler=GatewayRequestHandler(gateway), context_builder=_ContextBuilder()
     )
-    version = _version()
+    version = asya_version("0.0.0")
 
     async def card(request: Request) -> Response:
         # The URL from the request, so the card is right behind whatever host and port
@@ -125,13 +124,6 @@ def _replaying(request: Request, body: bytes) -> Request:
         return await request.receive()
 
     return Request(request.scope, receive)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("asya")
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "0.0.0"
 
 
 class _ContextBuilder(DefaultServerCallContextBuilder):

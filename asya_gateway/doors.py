@@ -15,10 +15,11 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from importlib import metadata
 
 from starlette.routing import BaseRoute
 
-__all__ = ["FrontDoor", "running"]
+__all__ = ["FrontDoor", "asya_version", "running"]
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,12 @@ async def running(doors: Sequence[FrontDoor]) -> AsyncIterator[None]:
             if door.lifespan is not None:
                 await stack.enter_async_context(door.lifespan())
         yield
+
+
+def asya_version(fallback: str) -> str:
+    """The installed asya's version, which the doors announce (MCP server info, A2A card);
+    `fallback` when run from a source tree that is not installed."""
+    try:
+        return metadata.version("asya")
+    except metadata.PackageNotFoundError:
+        return fallback

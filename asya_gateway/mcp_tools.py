@@ -39,7 +39,6 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 import anyio
@@ -51,7 +50,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from asya_gateway.doors import FrontDoor
+from asya_gateway.doors import FrontDoor, asya_version
 from asya_gateway.errors import ApiError, error_response
 from asya_gateway.flows import Flow
 from asya_gateway.service import Gateway
@@ -362,7 +361,7 @@ def front_door(gateway: Gateway, *, untimed_wait_s: float | None = None) -> Fron
     tools = _Tools(gateway, UNTIMED_WAIT_S if untimed_wait_s is None else untimed_wait_s)
     server: Server[dict[str, Any]] = Server(
         "asya-gateway",
-        version=_version(),
+        version=asya_version(""),
         instructions="Each tool runs one of this gateway's flows (an Asya pipeline) and "
         "answers its result.",
         on_list_tools=tools.list_tools,
@@ -387,10 +386,3 @@ def front_door(gateway: Gateway, *, untimed_wait_s: float | None = None) -> Fron
                 endpoint.manager = None
 
     return FrontDoor(routes=[Route(MCP_PATH, endpoint)], lifespan=serving)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("asya")
-    except metadata.PackageNotFoundError:
-        return ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,17 @@ import asya_transports as transports
 from asya_gateway.app import Gateway, internal_app, public_app
 from asya_gateway.auth import ApiKeys
 from asya_gateway.flows import Flow
+from asya_gateway.server import GatewayServer, GatewaySettings
 from asya_gateway.store.sqlite import SQLiteStore
+from asya_gateway.store.urls import sqlite_url
 from asya_shared import names, wire
+from asya_transports.local import LocalTransport
 
 __all__ = [
     "ACTORS",
+    "SERVED_STATE",
     "Harness",
+    "ServeGateway",
     "SseEvent",
     "harness",
     "local_transport",
@@ -36,7 +41,9 @@ __all__ = [
     "read_events",
     "receive_envelope",
     "report",
+    "serve_gateway",
     "sqlite_store",
+    "sse_subscribers",
 ]
 
 NAMESPACE = "default"
@@ -172,6 +179,53 @@ async def make_harness(
 async def harness(make_harness: Callable[..., Any]) -> Harness:
     made: Harness = await make_harness()
     return made
+
+
+# Where a served gateway's queues live, under the test's tmp_path.
+SERVED_STATE = "state"
+ServeGateway = Callable[..., Awaitable[GatewayServer]]
+
+
+@pytest.fixture
+async def serve_gateway(tmp_path: Path) -> AsyncIterator[ServeGateway]:
+    """Serve gateways with real uvicorn on free ports, all on one SQLite store in tmp_path
+    and one local transport in tmp_path / SERVED_STATE (with the ACTORS' queues), so a
+    second one is another replica of the first. Keyword arguments: `flows_file` and
+    `api_keys_file` for the settings, anything else for GatewayServer. All are stopped at
+    the end."""
+    state_dir = tmp_path / SERVED_STATE
+    async with LocalTransport(state_dir) as admin:
+        for actor in ACTORS:
+            await admin.ensure_queue(names.queue_name(NAMESPACE, actor))
+    started: list[GatewayServer] = []
+
+    async def serve(
+        *, flows_file: str | None = None, api_keys_file: str | None = None, **options: Any
+    ) -> GatewayServer:
+        settings = GatewaySettings(
+            port=0,
+            internal_port=0,
+            store_url=sqlite_url(tmp_path / "gateway.db"),
+            flows_file=flows_file,
+            api_keys_file=api_keys_file,
+        )
+        server = GatewayServer(settings, {"ASYA_STATE_DIR": str(state_dir)}, **options)
+        await server.start()
+        started.append(server)
+        return server
+
+    yield serve
+    for server in started:
+        server.stop()
+    for server in started:
+        await server.wait()
+
+
+async def sse_subscribers(client: httpx.AsyncClient, server: GatewayServer) -> float:
+    """The gateway's open event streams, as its /metrics says."""
+    text = (await client.get(f"{server.url}/metrics")).text
+    line = next(ln for ln in text.splitlines() if ln.startswith("asya_gateway_sse_subscribers"))
+    return float(line.split()[-1])
 
 
 def _client(app: Any, base_url: str) -> httpx.AsyncClient:

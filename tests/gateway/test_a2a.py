@@ -43,12 +43,19 @@ from a2a.utils.errors import (
 from asya_gateway import a2a_mapping as mapping
 from asya_gateway.auth import hash_key
 from asya_gateway.flows import Flow
-from asya_gateway.server import GatewayServer, GatewaySettings
-from asya_gateway.store.urls import sqlite_url
-from asya_shared import names, wire
+from asya_gateway.server import GatewayServer
+from asya_shared import wire
 from asya_transports.local import LocalTransport
-from tests.gateway.gateway_fixtures import ACTORS, NAMESPACE, receive_envelope, report
+from tests.gateway.gateway_fixtures import (
+    SERVED_STATE,
+    ServeGateway,
+    receive_envelope,
+    report,
+    serve_gateway,
+)
 from tests.support.waiting import eventually
+
+__all__ = ["serve_gateway"]  # fixtures used here
 
 # Generous: only a failing test waits this long, and other tests share the machine.
 TIMEOUT_S = 60.0
@@ -132,13 +139,9 @@ StartGateway = Callable[..., Coroutine[Any, Any, Gateway]]
 
 
 @pytest.fixture
-async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
+async def start_gateway(tmp_path: Path, serve_gateway: ServeGateway) -> AsyncIterator[StartGateway]:
     """Serve gateways (real uvicorn) sharing one SQLite store and one queue directory, so
     a second one is another replica of the first."""
-    state_dir = tmp_path / "state"
-    async with LocalTransport(state_dir) as admin:
-        for actor in ACTORS:
-            await admin.ensure_queue(names.queue_name(NAMESPACE, actor))
     keys_file = tmp_path / "keys"
     keys_file.write_text(KEYS)
     started: list[Gateway] = []
@@ -146,25 +149,17 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
     async def start(flows: str = TWO_FLOWS, *, keys: bool = True) -> Gateway:
         flows_file = tmp_path / f"flows-{len(started)}.yaml"
         flows_file.write_text(flows)
-        settings = GatewaySettings(
-            port=0,
-            internal_port=0,
-            store_url=sqlite_url(tmp_path / "gateway.db"),
-            flows_file=str(flows_file),
-            api_keys_file=str(keys_file) if keys else None,
+        server = await serve_gateway(
+            flows_file=str(flows_file), api_keys_file=str(keys_file) if keys else None
         )
-        server = GatewayServer(settings, {"ASYA_STATE_DIR": str(state_dir)})
-        await server.start()
+        state_dir = tmp_path / SERVED_STATE
         started.append(Gateway(server, state_dir, httpx.AsyncClient(timeout=TIMEOUT_S)))
         return started[-1]
 
     yield start
     for gateway in started:
-        gateway.server.stop()
         await gateway.aclose()
         await gateway.http.aclose()
-    for gateway in started:
-        await gateway.server.wait()
 
 
 def message(

@@ -20,12 +20,19 @@ from mcp.types import CallToolResult, LoggingMessageNotificationParams, TextCont
 
 from asya_gateway import mcp_tools
 from asya_gateway.auth import hash_key
-from asya_gateway.server import GatewayServer, GatewaySettings
-from asya_gateway.store.urls import sqlite_url
-from asya_shared import names, wire
+from asya_gateway.server import GatewayServer
+from asya_shared import wire
 from asya_transports.local import LocalTransport
-from tests.gateway.gateway_fixtures import ACTORS, NAMESPACE, post_reports, receive_envelope, report
+from tests.gateway.gateway_fixtures import (
+    ServeGateway,
+    post_reports,
+    receive_envelope,
+    report,
+    serve_gateway,
+)
 from tests.support.waiting import eventually
+
+__all__ = ["serve_gateway"]  # fixtures used here
 
 # Generous: only a failing test waits this long.
 TIMEOUT_S = 60.0
@@ -54,36 +61,19 @@ KEYS = {"acme-key": "acme", "globex-key": "globex"}
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[GatewayServer]]]:
+def gateway(tmp_path: Path, serve_gateway: ServeGateway) -> Callable[..., Awaitable[GatewayServer]]:
     """Start a gateway serving FLOWS (with KEYS when `auth=True`); stopped at the end."""
-    state_dir = tmp_path / "state"
-    async with LocalTransport(state_dir) as admin:
-        for actor in ACTORS:
-            await admin.ensure_queue(names.queue_name(NAMESPACE, actor))
     flows_file = tmp_path / "flows.yaml"
     flows_file.write_text(FLOWS)
     keys_file = tmp_path / "keys"
     keys_file.write_text("".join(f"{hash_key(key)}: {tenant}\n" for key, tenant in KEYS.items()))
-    started: list[GatewayServer] = []
 
     async def start(*, auth: bool = False) -> GatewayServer:
-        settings = GatewaySettings(
-            port=0,
-            internal_port=0,
-            store_url=sqlite_url(tmp_path / "gateway.db"),
-            flows_file=str(flows_file),
-            api_keys_file=str(keys_file) if auth else None,
+        return await serve_gateway(
+            flows_file=str(flows_file), api_keys_file=str(keys_file) if auth else None
         )
-        server = GatewayServer(settings, {"ASYA_STATE_DIR": str(state_dir)})
-        await server.start()
-        started.append(server)
-        return server
 
-    yield start
-    for server in started:
-        server.stop()
-    for server in started:
-        await server.wait()
+    return start
 
 
 # The two ways the official client opens a session: the `initialize` handshake (protocol

@@ -26,12 +26,19 @@ from asya_gateway.openai_shapes import (
     rest_of,
     usage_of,
 )
-from asya_gateway.server import GatewayServer, GatewaySettings
-from asya_gateway.store.urls import sqlite_url
+from asya_gateway.server import GatewayServer
 from asya_shared import names, wire
 from asya_transports.local import LocalTransport
-from tests.gateway.gateway_fixtures import ACTORS, NAMESPACE, receive_envelope, report
+from tests.gateway.gateway_fixtures import (
+    SERVED_STATE,
+    ServeGateway,
+    receive_envelope,
+    report,
+    serve_gateway,
+)
 from tests.support.waiting import eventually
+
+__all__ = ["serve_gateway"]  # fixtures used here
 
 KEY = "test-key-of-acme"
 # Generous: only a failing test waits this long.
@@ -107,35 +114,23 @@ StartGateway = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
-async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
+async def start_gateway(tmp_path: Path, serve_gateway: ServeGateway) -> AsyncIterator[StartGateway]:
     """Serve a gateway with FLOWS (and, unless `auth=False`, an API key for tenant acme)."""
-    state_dir = tmp_path / "state"
-    async with LocalTransport(state_dir) as admin:
-        for actor in ACTORS:
-            await admin.ensure_queue(names.queue_name(NAMESPACE, actor))
     (tmp_path / "flows.yaml").write_text(FLOWS)
     (tmp_path / "keys.txt").write_text(f"{hash_key(KEY)}: acme\n")
     started: list[Gateway] = []
 
     async def start(*, auth: bool = True) -> Gateway:
-        settings = GatewaySettings(
-            port=0,
-            internal_port=0,
-            store_url=sqlite_url(tmp_path / "gateway.db"),
+        server = await serve_gateway(
             flows_file=str(tmp_path / "flows.yaml"),
             api_keys_file=str(tmp_path / "keys.txt") if auth else None,
         )
-        server = GatewayServer(settings, {"ASYA_STATE_DIR": str(state_dir)})
-        await server.start()
-        started.append(Gateway(server, state_dir, KEY if auth else None))
+        started.append(Gateway(server, tmp_path / SERVED_STATE, KEY if auth else None))
         return started[-1]
 
     yield start
     for gateway in started:
         await gateway.http.aclose()
-        gateway.server.stop()
-    for gateway in started:
-        await gateway.server.wait()
 
 
 def answered(result: Any, tokens: list[Any] | None = None) -> Callable[[str], list[wire.HopReport]]:

@@ -24,15 +24,19 @@ from asya_gateway.submit import Submission, build_envelope, build_task
 from asya_shared import names, wire
 from asya_transports.local import LocalTransport
 from tests.gateway.gateway_fixtures import (
-    ACTORS,
     NAMESPACE,
+    ServeGateway,
     SseEvent,
     post_reports,
     read_events,
     report,
+    serve_gateway,
+    sse_subscribers,
 )
 from tests.support.services import free_port
 from tests.support.waiting import eventually
+
+__all__ = ["serve_gateway"]  # fixtures used here
 
 # Generous: only a failing test waits this long.
 STREAM_TIMEOUT_S = 60.0
@@ -40,28 +44,9 @@ StartGateway = Callable[..., Any]
 
 
 @pytest.fixture
-async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
+def start_gateway(serve_gateway: ServeGateway) -> StartGateway:
     """Start a gateway (SQLite store, local transport) on free ports; stopped at the end."""
-    state_dir = tmp_path / "state"
-    async with LocalTransport(state_dir) as admin:
-        for actor in ACTORS:
-            await admin.ensure_queue(names.queue_name(NAMESPACE, actor))
-    started: list[GatewayServer] = []
-
-    async def start(**options: Any) -> GatewayServer:
-        settings = GatewaySettings(
-            port=0, internal_port=0, store_url=sqlite_url(tmp_path / "gateway.db")
-        )
-        server = GatewayServer(settings, {"ASYA_STATE_DIR": str(state_dir)}, **options)
-        await server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-    for server in started:
-        await server.wait()
+    return serve_gateway
 
 
 @pytest.fixture
@@ -181,9 +166,7 @@ async def test_an_idle_stream_gets_keep_alives_and_counts_as_a_subscriber(
     task_id = await submit(client, server)
 
     async def subscribers() -> float:
-        text = (await client.get(f"{server.url}/metrics")).text
-        line = next(ln for ln in text.splitlines() if ln.startswith("asya_gateway_sse_subscribers"))
-        return float(line.split()[-1])
+        return await sse_subscribers(client, server)
 
     async with stream(client, server, task_id) as events:
         assert (await anext(events)).kind == "status"

@@ -7,33 +7,31 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from asya_gateway import sse
-from asya_gateway.server import GatewayServer, GatewaySettings
+from asya_gateway.server import GatewayServer
 from asya_gateway.store.sqlite import SQLiteStore
-from asya_gateway.store.urls import sqlite_url
-from asya_shared import names, wire
-from asya_transports.local import LocalTransport
+from asya_shared import wire
 from tests.gateway.gateway_fixtures import (
-    ACTORS,
-    NAMESPACE,
     Harness,
+    ServeGateway,
     SseEvent,
     local_transport,
     make_harness,
     read_events,
     report,
+    serve_gateway,
     sqlite_store,
+    sse_subscribers,
 )
 from tests.support.waiting import eventually
 
-__all__ = ["local_transport", "make_harness", "sqlite_store"]  # fixtures used here
+__all__ = ["local_transport", "make_harness", "serve_gateway", "sqlite_store"]  # fixtures used here
 
 STREAM_TIMEOUT_S = 60.0
 SUBSCRIBERS = 200
@@ -133,27 +131,8 @@ async def test_a_follower_subscribes_to_its_task_only(
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[GatewayServer]:
-    state_dir = tmp_path / "state"
-    async with LocalTransport(state_dir) as admin:
-        for actor in ACTORS:
-            await admin.ensure_queue(names.queue_name(NAMESPACE, actor))
-    settings = GatewaySettings(
-        port=0, internal_port=0, store_url=sqlite_url(tmp_path / "gateway.db")
-    )
-    server = GatewayServer(settings, {"ASYA_STATE_DIR": str(state_dir)}, send_timeout_s=0.5)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        await server.wait()
-
-
-async def subscribers(client: httpx.AsyncClient, server: GatewayServer) -> float:
-    text = (await client.get(f"{server.url}/metrics")).text
-    line = next(ln for ln in text.splitlines() if ln.startswith("asya_gateway_sse_subscribers"))
-    return float(line.split()[-1])
+async def served(serve_gateway: ServeGateway) -> GatewayServer:
+    return await serve_gateway(send_timeout_s=0.5)
 
 
 async def test_a_client_that_takes_no_bytes_is_disconnected(served: GatewayServer) -> None:
@@ -169,7 +148,7 @@ async def test_a_client_that_takes_no_bytes_is_disconnected(served: GatewayServe
             stuck.sendall(
                 f"GET /v1/tasks/{task_id}/events HTTP/1.1\r\nHost: gw\r\n\r\n".encode("ascii")
             )
-            await eventually(lambda: subscribers(client, served), "the stream to open")
+            await eventually(lambda: sse_subscribers(client, served), "the stream to open")
             # Several MB of side events: far more than the socket buffers hold.
             for _ in range(40):
                 response = await client.post(
@@ -179,7 +158,7 @@ async def test_a_client_that_takes_no_bytes_is_disconnected(served: GatewayServe
                 assert response.status_code == 200
 
             async def gone() -> bool:
-                return await subscribers(client, served) == 0.0
+                return await sse_subscribers(client, served) == 0.0
 
             await eventually(gone, "the stuck stream to be dropped", timeout=STREAM_TIMEOUT_S)
         finally:

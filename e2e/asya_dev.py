@@ -22,12 +22,33 @@ from typing import Any
 from tests.support.pipeline import HANDLERS
 from tests.support.waiting import wait_until
 
-__all__ = ["ASYA", "TIMEOUT_S", "Dev", "cli_env", "running_dev"]
+__all__ = ["ASYA", "GREET_FLOW", "TIMEOUT_S", "Dev", "actors", "cli_env", "running_dev"]
 
 ASYA = str(Path(sys.executable).with_name("asya"))
 READY = re.compile(r"asya dev: ready: .*; gateway (http://127\.0\.0\.1:\d+)$")
 # Generous: the machine is shared, and only a failing test waits this long.
 TIMEOUT_S = 120.0
+# A flows.yaml entry: the two marks of tests/sidecar/handlers/flow.py, with an input schema.
+GREET_FLOW = """\
+  - name: greet
+    route: [a, b]
+    description: Both marks, in order.
+    input_schema:
+      type: object
+      required: [name]
+      properties: {name: {type: string}}
+"""
+
+
+def actors(**handlers: str) -> str:
+    """AsyncActor manifests, one per `name=handler`, as one YAML file's text."""
+    return "---\n".join(
+        "apiVersion: asya.sh/v1alpha1\n"
+        "kind: AsyncActor\n"
+        f"metadata: {{name: {name}}}\n"
+        f"spec: {{handler: {handler}}}\n"
+        for name, handler in handlers.items()
+    )
 
 
 @dataclass

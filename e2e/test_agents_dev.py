@@ -21,46 +21,22 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 from openai import AsyncOpenAI
 
-from e2e.asya_dev import TIMEOUT_S, Dev, running_dev
+from e2e.asya_dev import GREET_FLOW, TIMEOUT_S, Dev, actors, running_dev
 
 pytestmark = pytest.mark.slow
 
-ACTORS = """\
-apiVersion: asya.sh/v1alpha1
-kind: AsyncActor
-metadata: {name: a}
-spec: {handler: flow.mark_a}
----
-apiVersion: asya.sh/v1alpha1
-kind: AsyncActor
-metadata: {name: b}
-spec: {handler: flow.mark_b}
----
-apiVersion: asya.sh/v1alpha1
-kind: AsyncActor
-metadata: {name: boom}
-spec: {handler: flow.boom}
----
-apiVersion: asya.sh/v1alpha1
-kind: AsyncActor
-metadata: {name: speaker}
-spec: {handler: flow.speak}
-"""
-FLOWS = """\
-flows:
-  - name: greet
-    route: [a, b]
-    description: Both marks, in order.
-    input_schema:
-      type: object
-      required: [name]
-      properties: {name: {type: string}}
+ACTORS = actors(a="flow.mark_a", b="flow.mark_b", boom="flow.boom", speaker="flow.speak")
+FLOWS = (
+    "flows:\n"
+    + GREET_FLOW
+    + """\
   - name: explode
     route: [boom]
   - name: speak
     route: [speaker]
     description: Says the words back, one token at a time.
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -18,42 +18,13 @@ from typing import Any
 
 import pytest
 
-from e2e.asya_dev import TIMEOUT_S, Dev, running_dev
+from e2e.asya_dev import GREET_FLOW, TIMEOUT_S, Dev, actors, running_dev
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
-ACTORS = """\
-apiVersion: asya.sh/v1alpha1
-kind: AsyncActor
-metadata: {name: a}
-spec: {handler: flow.mark_a}
----
-apiVersion: asya.sh/v1alpha1
-kind: AsyncActor
-metadata: {name: b}
-spec: {handler: flow.mark_b}
----
-apiVersion: asya.sh/v1alpha1
-kind: AsyncActor
-metadata: {name: boom}
-spec: {handler: flow.boom}
----
-apiVersion: asya.sh/v1alpha1
-kind: AsyncActor
-metadata: {name: gate}
-spec: {handler: gated.gate}
-"""
-FLOWS = """\
-flows:
-  - name: greet
-    route: [a, b]
-    description: Both marks, in order.
-    input_schema:
-      type: object
-      required: [name]
-      properties: {name: {type: string}}
-"""
+ACTORS = actors(a="flow.mark_a", b="flow.mark_b", boom="flow.boom", gate="gated.gate")
+FLOWS = "flows:\n" + GREET_FLOW
 
 
 @pytest.fixture(scope="module")

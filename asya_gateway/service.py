@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -112,7 +111,9 @@ class Gateway:
             body["id"] = task_id
         if timeout is not None:
             body["timeout"] = timeout
-        return self.parse(json.dumps(body).encode("utf-8"))
+        return submit.check_submission(
+            body, self.flows, namespace=self.namespace, transport=self.transport.name
+        )
 
     async def submit(
         self, submission: Submission, tenant: str, *, task_id: str | None = None

@@ -30,6 +30,7 @@ __all__ = [
     "Submission",
     "build_envelope",
     "build_task",
+    "check_submission",
     "encode",
     "new_task_id",
     "parse_submission",
@@ -66,7 +67,13 @@ def parse_submission(
     `namespace` and `transport` decide the queue names, which must be ones the broker
     accepts: an actor whose queue name would be refused is refused here, by name.
     """
-    document = _json(body)
+    return check_submission(_json(body), flows, namespace=namespace, transport=transport)
+
+
+def check_submission(
+    document: Any, flows: Mapping[str, Flow], *, namespace: str, transport: str
+) -> Submission:
+    """Check a request body already parsed from JSON, as parse_submission does."""
     if not isinstance(document, dict):
         raise _bad("invalid_request", "the body must be a JSON object with route or flow")
     unknown = sorted(set(document) - set(_FIELDS))

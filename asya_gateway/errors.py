@@ -29,12 +29,16 @@ class ApiError(Exception):
         message: str,
         *,
         headers: Mapping[str, str] | None = None,
+        path: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        # The JSON path of the payload value at fault ("$.name"), when one is: front doors
+        # with a field of their own for it (OpenAI's `param`) fill it from here.
+        self.path = path
 
     def response(self) -> JSONResponse:
         return error_response(self.status, self.code, self.message, headers=self.headers)

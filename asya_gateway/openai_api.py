@@ -39,7 +39,7 @@ from starlette.routing import Route
 from asya_gateway.bodies import read_body
 from asya_gateway.doors import FrontDoor
 from asya_gateway.errors import ApiError
-from asya_gateway.flows import Flow, PayloadInvalid, check_payload
+from asya_gateway.flows import Flow
 from asya_gateway.openai_shapes import (
     DONE,
     ChatRequest,
@@ -154,7 +154,6 @@ class _OpenAIDoor:
         flow = gw.flows.get(chat.model)
         if flow is None:
             raise unknown_model(chat.model, gw.flows)
-        _check_payload(flow, chat.payload)
         # Followed from before it is published: no token of its first actor is missed.
         task, _, stream = await gw.submit_and_follow(
             gw.flow_submission(flow.name, chat.payload), tenant
@@ -288,16 +287,6 @@ class _OpenAIDoor:
             raise unfinished(task_id, "this completion fell too far behind the task's events")
         else:
             raise unfinished(task_id, "the task's event stream ended early")
-
-
-def _check_payload(flow: Flow, payload: dict[str, Any]) -> None:
-    """The flow's input schema, checked here (not only by the submission) so that the
-    error's `param` can name the failing field."""
-    try:
-        check_payload(flow, payload)
-    except PayloadInvalid as exc:
-        param = exc.path.removeprefix("$").removeprefix(".") or None
-        raise OpenAIError(400, str(exc), code="invalid_payload", param=param) from None
 
 
 def _unix(moment: datetime.datetime) -> int:

@@ -95,9 +95,13 @@ class OpenAIError(Exception):
 
 
 def from_api_error(exc: ApiError) -> OpenAIError:
-    """The gateway's own error (service.py, auth.py) in OpenAI's shape, same status."""
+    """The gateway's own error (service.py, auth.py) in OpenAI's shape, same status; a
+    payload path at fault becomes `param` ("$.messages" -> "messages")."""
     code = "invalid_api_key" if exc.status == 401 else exc.code
-    return OpenAIError(exc.status, exc.message, code=code, headers=exc.headers)
+    param = None
+    if exc.path is not None:
+        param = exc.path.removeprefix("$").removeprefix(".") or None
+    return OpenAIError(exc.status, exc.message, code=code, param=param, headers=exc.headers)
 
 
 def unknown_model(model: str, flows: Iterable[str]) -> OpenAIError:

@@ -101,7 +101,7 @@ def check_submission(
         try:
             check_payload(flow, payload)
         except PayloadInvalid as exc:
-            raise _bad("invalid_payload", str(exc)) from None
+            raise ApiError(400, "invalid_payload", str(exc), path=exc.path) from None
     else:
         route = _route(document["route"])
     for actor in route:

@@ -61,6 +61,14 @@ SUMP_STORE = "ASYA_SUMP_STORE"
 CREW_METRICS_PORT = "ASYA_CREW_METRICS_PORT"
 CREW_METRICS_HOST = "ASYA_CREW_METRICS_HOST"
 S3_ENDPOINT = "ASYA_S3_ENDPOINT"
+# x-join: its store (sqlite:///... or postgresql://...), how often it decides joins past
+# their deadline, how long a claim on a join is held, how long finished joins are remembered.
+JOIN_STORE = "ASYA_JOIN_STORE"
+JOIN_SWEEP_INTERVAL = "ASYA_JOIN_SWEEP_INTERVAL"
+JOIN_LEASE = "ASYA_JOIN_LEASE"
+JOIN_KEEP_DONE = "ASYA_JOIN_KEEP_DONE"
+# x-pause: how long a pause lasts when the envelope's x-asya-pause-timeout does not say.
+PAUSE_TIMEOUT = "ASYA_PAUSE_TIMEOUT"
 
 # Gateway: its internal base URL, given to every sidecar and to the crew; unset, nothing is
 # reported (docs/gateway.md).

@@ -7,6 +7,12 @@ import re
 SINK = "x-sink"  # receives every finished envelope and stores the result
 SUMP = "x-sump"  # receives everything that could not be processed
 CREW = (SINK, SUMP)
+# Crew actors that hold an envelope outside the queues and continue it later themselves: the
+# sidecar acks what they park without reporting it paused (they report for themselves).
+JOIN = "x-join"  # gathers the parts of a fan-out into one envelope
+PAUSE = "x-pause"  # hands a task to a person, until `asya resume` or the gateway resumes it
+HOLDING = (JOIN, PAUSE)
+RESERVED = (*CREW, *HOLDING)  # no user's actor may take these names
 
 # Actor names become parts of Kubernetes object names and queue names: an RFC 1123 label.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -15,6 +15,11 @@ sent to x-sink, which would loop. Deadlines do not apply to them: results are al
 A handler may park the envelope (`yield "PARK", note`): the call ends with no result and
 nothing is sent; something outside the pipeline holds the envelope and continues it later
 (a batch job launched by asya_callers.jobs, which the operator's job watcher continues).
+The holding crew actors (x-join, x-pause) park everything they take in and report for
+themselves; no deadline is checked at them.
+
+Results that still have an unclaimed x-join ahead open a join (fanin.py): they become its
+parts, and one more message, the opener, goes to x-join.
 
 A task canceled at the gateway is finished at its next hop without calling the handler
 (`canceled`): phase "canceled", reason "Canceled", no error, to x-sink, which records it and
@@ -29,8 +34,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from asya_shared import names, wire
-from asya_sidecar import envelope, resiliency
+from asya_shared import joins, names, wire
+from asya_sidecar import envelope, fanin, resiliency
 from asya_sidecar.envelope import Envelope, Invalid, Phase, Reason
 from asya_sidecar.resiliency import GiveUp, Resiliency, Retry, RouteTo
 from asya_sidecar.runtime_client import Frames, HandlerError, NoResult, Parked, Refused, Result
@@ -83,6 +88,11 @@ class Context:
     def is_crew(self) -> bool:
         return self.actor in names.CREW
 
+    @property
+    def holds(self) -> bool:
+        """x-join, x-pause: they keep what they park and report it themselves."""
+        return self.actor in names.HOLDING
+
 
 def reject(body: bytes, invalid: Invalid, ctx: Context) -> Decision:
     """Unusable input (or a result that cannot be used): the original bytes go to x-sump."""
@@ -107,7 +117,7 @@ def decide(env: Envelope, result: Result, *, body: bytes, ctx: Context) -> Decis
     if isinstance(result, Parked):
         # Continued later by whoever the handler handed it to (asya_callers.jobs: the
         # operator's job watcher); a crew actor has nothing to continue.
-        return Decision(Outcome.DONE if ctx.is_crew else Outcome.PARKED)
+        return Decision(Outcome.DONE if ctx.is_crew or ctx.holds else Outcome.PARKED)
     if isinstance(result, Frames | NoResult):
         return _finished(env, ctx)
     if isinstance(result, HandlerError):
@@ -119,11 +129,17 @@ def decide(env: Envelope, result: Result, *, body: bytes, ctx: Context) -> Decis
 
 
 def is_canceled(env: Envelope, canceled: Collection[str]) -> bool:
-    """Whether the envelope belongs to a canceled task: its own id, or the task it was fanned
-    out from (`parent_id`), is among the `canceled` ids the gateway announced."""
+    """Whether the envelope belongs to a canceled task: its own id, the task it was fanned
+    out from (`parent_id`) or the origin of any join it is a part of (nested fan-outs) is
+    among the `canceled` ids the gateway announced."""
     if not canceled:
         return False
-    return env.id in canceled or env.fields.get("parent_id") in canceled
+    if env.id in canceled or env.fields.get("parent_id") in canceled:
+        return True
+    try:
+        return any(level.origin in canceled for level in joins.levels(env.headers))
+    except joins.InvalidJoin:
+        return False
 
 
 def canceled(env: Envelope, ctx: Context) -> Decision:
@@ -144,7 +160,10 @@ def canceled(env: Envelope, ctx: Context) -> Decision:
 
 
 def past_deadline(env: Envelope, ctx: Context) -> bool:
-    return env.deadline is not None and ctx.now >= env.deadline and not ctx.is_crew
+    # A holding crew actor only takes the envelope in: x-join must count a late part, and a
+    # task's deadline does not run while a person has it (x-pause).
+    held = ctx.is_crew or ctx.holds
+    return env.deadline is not None and ctx.now >= env.deadline and not held
 
 
 def expired(env: Envelope, ctx: Context) -> Decision:
@@ -245,6 +264,10 @@ def _route_frames(
         if isinstance(checked, Invalid):
             return reject(body, Invalid(checked.reason, checked.message, env.fields), ctx)
         frames.append(checked)
+    try:
+        join = None if ctx.is_crew else fanin.plan(env, frames, now=ctx.now)
+    except joins.InvalidJoin as exc:
+        return reject(body, Invalid(Reason.INVALID_RESULT, str(exc), env.fields), ctx)
     outputs = []
     for index, frame in enumerate(frames):
         destination, out = envelope.forward(
@@ -257,6 +280,8 @@ def _route_frames(
         )
         if ctx.is_crew and destination == names.SINK:
             continue  # a crew actor's finished work ends here
+        if join is not None:
+            out = join.part(out, index)
         data = envelope.encode(out)
         if len(data) > ctx.max_message_bytes:
             message = (
@@ -265,6 +290,16 @@ def _route_frames(
             )
             return reject(body, Invalid(Reason.OVERSIZE_RESULT, message, env.fields), ctx)
         outputs.append(Output(destination, data, fields=out))
+    if join is not None:
+        opener = join.opener(env, _traced(frames[0].headers, ctx), ctx.now)
+        data = envelope.encode(opener)
+        if len(data) > ctx.max_message_bytes:
+            message = (
+                f"the payload handed to x-join is {len(data)} bytes; the transport accepts at "
+                f"most {ctx.max_message_bytes}"
+            )
+            return reject(body, Invalid(Reason.OVERSIZE_RESULT, message, env.fields), ctx)
+        outputs.append(Output(names.JOIN, data, fields=opener))
     if not outputs:
         return Decision(Outcome.DONE)
     if all(output.actor == names.SINK for output in outputs):

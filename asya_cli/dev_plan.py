@@ -1,13 +1,15 @@
 """Which processes `asya dev` runs for a set of actors: a pure function of the manifests.
 
 Per actor, as in a pod: a runtime (the user's handler, imported from the working directory)
-and a sidecar. Plus the crew, x-sink and x-sump, writing results under the state directory,
-and, when asked for, a gateway (`asya gateway`, its store a SQLite file in the state
+and a sidecar. Plus the crew: x-sink and x-sump, writing results under the state directory,
+x-join (its store a SQLite file there) and, with a gateway, x-pause; and, when asked for, a
+gateway (`asya gateway`, its store a SQLite file in the state
 directory) that every sidecar and crew process reports to.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +17,23 @@ from pathlib import Path
 
 from asya_cli.manifests import ActorManifest
 from asya_shared import env, names
+
+# The holding crew (x-join, x-pause) retries what fails for want of its store or the gateway
+# (both come back), and fails at once what no retry can fix: bad join or pause headers
+# (ValueError) and an envelope that is no task or no part (LookupError, ValueError). The
+# asya-crew chart gives them the same policy.
+HOLDING_RESILIENCY = {
+    "policies": {
+        "default": {
+            "maxAttempts": 30,
+            "backoff": "exponential",
+            "initialDelay": "1s",
+            "maxInterval": "1m",
+        },
+        "refused": {"maxAttempts": 1},
+    },
+    "rules": [{"errors": ["ValueError", "LookupError"], "policy": "refused"}],
+}
 
 
 @dataclass(frozen=True)
@@ -58,12 +77,23 @@ class DevSettings:
     runtime_file: Path
 
 
+def crew_actors(*, with_gateway: bool) -> list[str]:
+    """The crew `asya dev` runs: x-pause only with a gateway, which keeps paused tasks."""
+    crew = [*names.CREW, names.JOIN]
+    return [*crew, names.PAUSE] if with_gateway else crew
+
+
 def results_url(state_dir: Path) -> str:
     return f"file://{state_dir / 'results'}"
 
 
 def sump_url(state_dir: Path) -> str:
     return f"file://{state_dir / 'sump'}"
+
+
+def join_store_url(state_dir: Path) -> str:
+    """x-join's store under `asya dev`: a SQLite file in the state directory."""
+    return f"sqlite:///{state_dir / 'join.db'}"
 
 
 def gateway_store_url(state_dir: Path) -> str:
@@ -89,8 +119,16 @@ def plan(
     # Sidecars and the crew report; a user's handler has nothing to report, so its runtime
     # does not get the URL.
     report_env = {} if gateway is None else {env.GATEWAY_URL: gateway.internal_url}
-    crew = [(names.SINK, env.RESULT_STORE, results_url(settings.state_dir), "sink"),
-            (names.SUMP, env.SUMP_STORE, sump_url(settings.state_dir), "sump")]  # fmt: skip
+    state = settings.state_dir
+    # (actor, its store variable, the store's URL, the crew role)
+    crew: list[tuple[str, str | None, str | None, str]] = [
+        (names.SINK, env.RESULT_STORE, results_url(state), "sink"),
+        (names.SUMP, env.SUMP_STORE, sump_url(state), "sump"),
+        (names.JOIN, env.JOIN_STORE, join_store_url(state), "join"),
+    ]
+    if gateway is not None:
+        # x-pause hands paused tasks to the gateway: without one nothing could resume them.
+        crew.append((names.PAUSE, None, None, "pause"))
     needed = len(actors) + len(crew)
     if len(ports) < needed:
         raise ValueError(f"need {needed} ports, got {len(ports)}")
@@ -123,11 +161,15 @@ def plan(
         runtime_env = {
             **base_env,
             **report_env,
-            store_var: store_url,
             env.SOCKET_DIR: socket_dir,
             env.CREW_METRICS_PORT: "0",
             env.LOG_FORMAT: "text",
         }
+        if store_var is not None and store_url is not None:
+            runtime_env[store_var] = store_url
+        if name == names.JOIN:
+            # x-join publishes the joined envelopes itself, as the sidecars do.
+            runtime_env.update(_transport_env(settings))
         runtimes.append(
             ProcessSpec(
                 actor=name,
@@ -137,9 +179,12 @@ def plan(
                 cwd=str(settings.workdir),
             )
         )
-        sidecars.append(
-            _sidecar(name, None, settings, {**base_env, **report_env}, socket_dir, port)
-        )
+        sidecar = _sidecar(name, None, settings, {**base_env, **report_env}, socket_dir, port)
+        if name in names.HOLDING:
+            sidecar = dataclasses.replace(
+                sidecar, env={**sidecar.env, env.RESILIENCY: json.dumps(HOLDING_RESILIENCY)}
+            )
+        sidecars.append(sidecar)
     gateways = [] if gateway is None else [_gateway(gateway, settings, base_env)]
     return gateways + runtimes + sidecars
 
@@ -157,13 +202,7 @@ def _gateway(
     if gateway.flows is not None:
         argv += ["--flows", str(gateway.flows)]
     # It publishes envelopes as the sidecars do: the same transport settings.
-    gateway_env = {
-        **base_env,
-        env.TRANSPORT: settings.transport,
-        env.NAMESPACE: settings.namespace,
-        env.STATE_DIR: str(settings.state_dir),
-        env.LOG_FORMAT: "text",
-    }
+    gateway_env = {**base_env, **_transport_env(settings), env.LOG_FORMAT: "text"}
     return ProcessSpec(
         actor="gateway",
         role="gateway",
@@ -172,6 +211,14 @@ def _gateway(
         cwd=str(settings.workdir),
         health_port=gateway.port,
     )
+
+
+def _transport_env(settings: DevSettings) -> dict[str, str]:
+    return {
+        env.TRANSPORT: settings.transport,
+        env.NAMESPACE: settings.namespace,
+        env.STATE_DIR: str(settings.state_dir),
+    }
 
 
 def _sidecar(

@@ -66,7 +66,8 @@ class LocalPipeline:
         self.transport_env = {**base_env, env.STATE_DIR: str(self.state_dir)}
         # The processes to run; may be adjusted before start() (for example to run a
         # different runtime command for one actor: the protocol is language-neutral).
-        sidecars = len(actors) + len(names.CREW)
+        crew = dev_plan.crew_actors(with_gateway=gateway_port is not None)
+        sidecars = len(actors) + len(crew)
         ports = free_ports(sidecars + (0 if gateway_port is None else 2))
         self.gateway: GatewayPlan | None = None
         if gateway_port is not None:
@@ -94,7 +95,9 @@ class LocalPipeline:
 
     @property
     def actor_names(self) -> list[str]:
-        return [a.name for a in self.actors] + list(names.CREW)
+        return [a.name for a in self.actors] + dev_plan.crew_actors(
+            with_gateway=self.gateway is not None
+        )
 
     def queue(self, actor: str) -> str:
         return names.check_queue_name(

@@ -60,11 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     crew = commands.add_parser(
         "crew",
-        help="run a crew actor's handler: sink (results) or sump (failures)",
-        description="Serve the x-sink or x-sump handler through the runtime. The result store "
-        "comes from ASYA_RESULT_STORE (sink) or ASYA_SUMP_STORE (sump).",
+        help="run a crew actor's handler: sink (results), sump (failures), join (fan-in) or "
+        "pause (a person's input)",
+        description="Serve the x-sink, x-sump, x-join or x-pause handler through the runtime. "
+        "Stores come from ASYA_RESULT_STORE (sink), ASYA_SUMP_STORE (sump) and ASYA_JOIN_STORE "
+        "(join); x-pause needs ASYA_GATEWAY_URL. See docs/crew.md and docs/patterns.md.",
     )
-    crew.add_argument("role", choices=["sink", "sump"])
+    crew.add_argument("role", choices=["sink", "sump", "join", "pause"])
     crew.set_defaults(func=_run_crew)
 
     from asya_cli import dev, gateway, render, send, tasks

@@ -53,7 +53,7 @@ def parse_actor(document: Mapping[str, Any], *, source: str) -> ActorManifest:
         names.check_actor_name(name)
     except names.InvalidName as exc:
         raise ManifestError(f"{where}: {exc}") from None
-    if name in names.CREW:
+    if name in names.RESERVED:
         raise ManifestError(f"{where}: {name!r} is reserved for Asya's crew actors")
     handler = spec.get("handler")
     if not isinstance(handler, str) or "." not in handler:

@@ -1,4 +1,4 @@
-"""`python -m asya_crew sink|sump`: the same as `asya crew sink|sump`."""
+"""`python -m asya_crew sink|sump|join|pause`: the same as `asya crew sink|sump|join|pause`."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
     ASYA_RESULT_STORE       x-sink's store URL (required by x-sink)
     ASYA_SUMP_STORE         x-sump's store URL (required by x-sump)
+    ASYA_JOIN_STORE         x-join's store URL (required by x-join; see join.py for the rest)
     ASYA_CREW_METRICS_PORT  Prometheus port, default 8081; 0 turns the endpoint off
     ASYA_CREW_METRICS_HOST  address to bind it to, default 0.0.0.0
 
@@ -18,6 +19,7 @@ from asya_shared import env
 
 RESULT_STORE = env.RESULT_STORE
 SUMP_STORE = env.SUMP_STORE
+JOIN_STORE = env.JOIN_STORE
 METRICS_PORT = env.CREW_METRICS_PORT
 METRICS_HOST = env.CREW_METRICS_HOST
 DEFAULT_METRICS_PORT = 8081
@@ -34,8 +36,16 @@ class MetricsAddress:
     port: int  # 0: no metrics endpoint
 
 
+JOIN_FORMS = "sqlite:///absolute/path.db, sqlite://relative/path.db or postgresql://..."
+
+
 def store_url(environ: Mapping[str, str], variable: str) -> str:
     url = environ.get(variable, "").strip()
+    if not url and variable == JOIN_STORE:
+        raise ConfigError(
+            f"{variable} is not set: point it at x-join's store, one of {JOIN_FORMS} "
+            f"(for example {variable}=sqlite:///var/lib/asya/join.db)"
+        )
     if not url:
         raise ConfigError(
             f"{variable} is not set: point it at the result store, one of {FORMS} "

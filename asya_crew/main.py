@@ -1,4 +1,5 @@
-"""Process entry point of the crew: `asya crew sink|sump` and `python -m asya_crew sink|sump`.
+"""Process entry point of the crew: `asya crew sink|sump|join|pause` and
+`python -m asya_crew sink|sump|join|pause`.
 
 It only prepares the standard runtime: chooses the handler for the role, checks the crew's
 own settings, starts the Prometheus endpoint, then hands the process to
@@ -14,10 +15,12 @@ from collections.abc import Mapping
 from asya_crew import config, exposition
 from asya_runtime import runtime
 
-# role -> (handler, the variable naming its store)
+# role -> (handler, the variable naming its store, or None for a role without one)
 ROLES = {
     "sink": ("asya_crew.sink.Sink.handle", config.RESULT_STORE),
     "sump": ("asya_crew.sump.Sump.handle", config.SUMP_STORE),
+    "join": ("asya_crew.join.Join.handle", config.JOIN_STORE),
+    "pause": ("asya_crew.pause.Pause.handle", None),
 }
 # Same meanings as the runtime's exit codes.
 EXIT_BAD_CONFIG = runtime.EXIT_BAD_CONFIG
@@ -39,7 +42,8 @@ def run(role: str, environ: Mapping[str, str] | None = None) -> int:
         os.environ.update(environ)
     env = os.environ
     try:
-        config.store_url(env, store_variable)
+        if store_variable is not None:
+            config.store_url(env, store_variable)
         exposition.serve(env)
     except config.ConfigError as exc:
         _complain(str(exc))

@@ -6,6 +6,9 @@ ordinary sidecar, which delivers every envelope whose route has ended: phase "su
 swallowed: the runtime answers 500 and the sidecar redelivers the envelope later, so a result
 is acknowledged only once it is stored.
 
+A part of a join (header x-asya-join-part) that failed or was canceled is stored, then handed
+to x-join instead of x-sump: x-join counts it as missing and decides for the whole join.
+
 With ASYA_GATEWAY_URL set, once a record is stored x-sink reports how the envelope ended
 (succeeded with the result, failed, canceled) to the gateway, in the background
 (reporting.py): the gateway being down never fails or slows the handler.
@@ -18,9 +21,10 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from asya_crew import config, exposition, record, reporting, stores
-from asya_shared import names
+from asya_shared import joins, names
 
 FAILED = "failed"
+CANCELED = "canceled"
 
 
 class Sink:
@@ -43,11 +47,29 @@ class Sink:
             report = reporting.terminal_report(result, actor=names.SINK, at=reporting.now_rfc3339())
             if report is not None:
                 self.reporter.report(report)
+        if goes_to_join(result):
+            # x-join decides for the whole join (fail or partial) and does not wait out the
+            # join's timeout for a part that will never come.
+            yield "SET", f".headers.{joins.FORWARDED_HEADER}", True
+            yield "SET", ".route.next", [names.JOIN]
+            yield payload
+            return
         if goes_to_sump(result["status"]):
             # The sidecar advances the route to x-sump and keeps the status (reason, error).
             yield "SET", ".route.next", [names.SUMP]
             yield payload
         # Yielding nothing answers 204: the envelope is done.
+
+
+def goes_to_join(result: record.Record) -> bool:
+    """A part of a join that failed or was canceled goes to x-join, which counts it, unless
+    it came from x-join already (x-join failing on it must not send it round again)."""
+    status, headers = result["status"], result["headers"]
+    if not isinstance(status, dict) or status.get("phase") not in (FAILED, CANCELED):
+        return False
+    if not isinstance(headers, dict) or headers.get(joins.FORWARDED_HEADER):
+        return False
+    return bool(headers.get(joins.PART_HEADER))
 
 
 def goes_to_sump(status: Any) -> bool:

@@ -13,6 +13,7 @@ PACKAGES = [
     "asya_callers",
     "asya_cli",
     "asya_crew",
+    "asya_crew.joinstore",
     "asya_crew.stores",
     "asya_gateway",
     "asya_gateway.store",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from asya_cli import dev_plan
@@ -30,17 +31,19 @@ def test_every_actor_and_the_crew_get_a_runtime_and_a_sidecar() -> None:
         ActorManifest(name="infer", handler="m.M.p", source="f"),
     ]
 
-    specs = dev_plan.plan(actors, SETTINGS, base_env={"PATH": "/bin"}, ports=[1, 2, 3, 4])
+    specs = dev_plan.plan(actors, SETTINGS, base_env={"PATH": "/bin"}, ports=[1, 2, 3, 4, 5])
 
     assert [s.name for s in specs] == [
         "prep/runtime",
         "infer/runtime",
         "x-sink/runtime",
         "x-sump/runtime",
+        "x-join/runtime",
         "prep/sidecar",
         "infer/sidecar",
         "x-sink/sidecar",
         "x-sump/sidecar",
+        "x-join/sidecar",
     ]
     by_name = {s.name: s for s in specs}
     runtime = by_name["prep/runtime"]
@@ -58,10 +61,20 @@ def test_every_actor_and_the_crew_get_a_runtime_and_a_sidecar() -> None:
     assert sidecar.env["ASYA_STATE_DIR"] == "/state"
     assert sidecar.env["ASYA_NAMESPACE"] == "dev"
     assert "MODEL" not in sidecar.env  # spec.env is the handler's, not the sidecar's
-    assert [s.health_port for s in specs if s.role == "sidecar"] == [1, 2, 3, 4]
+    assert [s.health_port for s in specs if s.role == "sidecar"] == [1, 2, 3, 4, 5]
     assert by_name["x-sink/runtime"].argv == ("/py", "-m", "asya_crew", "sink")
     assert by_name["x-sink/runtime"].env["ASYA_RESULT_STORE"] == "file:///state/results"
     assert by_name["x-sump/runtime"].env["ASYA_SUMP_STORE"] == "file:///state/sump"
+    join = by_name["x-join/runtime"].env
+    assert by_name["x-join/runtime"].argv == ("/py", "-m", "asya_crew", "join")
+    assert join["ASYA_JOIN_STORE"] == "sqlite:////state/join.db"
+    # x-join publishes joined envelopes itself: it needs the transport the sidecars use.
+    assert (join["ASYA_TRANSPORT"], join["ASYA_NAMESPACE"]) == ("local", "dev")
+    assert join["ASYA_STATE_DIR"] == "/state"
+    retries = json.loads(by_name["x-join/sidecar"].env["ASYA_RESILIENCY"])
+    assert retries == dev_plan.HOLDING_RESILIENCY
+    assert "ASYA_RESILIENCY" not in by_name["x-sink/sidecar"].env
+    assert "x-pause/runtime" not in by_name  # nothing could resume it without a gateway
 
 
 def test_sidecar_settings_in_an_actors_env_reach_its_sidecar_as_on_a_cluster() -> None:
@@ -77,7 +90,7 @@ def test_sidecar_settings_in_an_actors_env_reach_its_sidecar_as_on_a_cluster() -
         },
     )
 
-    specs = {s.name: s for s in dev_plan.plan([actor], SETTINGS, base_env={}, ports=[1, 2, 3])}
+    specs = {s.name: s for s in dev_plan.plan([actor], SETTINGS, base_env={}, ports=[1, 2, 3, 4])}
 
     sidecar, sink = specs["draft/sidecar"].env, specs["x-sink/sidecar"].env
     assert sidecar["ASYA_EVENTS_URL"] == "http://127.0.0.1:9000/events"
@@ -92,7 +105,7 @@ def test_with_a_gateway_it_runs_first_and_every_sidecar_and_the_crew_report_to_i
     gateway = dev_plan.GatewayPlan(port=8080, internal_port=9001, flows=Path("/p/flows.yaml"))
 
     specs = dev_plan.plan([actor], SETTINGS, base_env={"PATH": "/bin"},
-                          ports=[1, 2, 3], gateway=gateway)  # fmt: skip
+                          ports=[1, 2, 3, 4, 5], gateway=gateway)  # fmt: skip
 
     first = specs[0]
     assert first.name == "gateway/gateway"
@@ -105,8 +118,9 @@ def test_with_a_gateway_it_runs_first_and_every_sidecar_and_the_crew_report_to_i
     assert first.env["ASYA_TRANSPORT"] == "local"
     assert first.env["ASYA_NAMESPACE"] == "dev"
     assert first.env["ASYA_STATE_DIR"] == "/state"
-    reporters = [s for s in specs if s.role == "sidecar" or s.actor in ("x-sink", "x-sump")]
-    assert len(reporters) == 5
+    crew = ("x-sink", "x-sump", "x-join", "x-pause")
+    reporters = [s for s in specs if s.role == "sidecar" or s.actor in crew]
+    assert len(reporters) == 9
     assert {s.env.get("ASYA_GATEWAY_URL") for s in reporters} == {"http://127.0.0.1:9001"}
     # A user's handler has nothing to report.
     runtime = next(s for s in specs if s.name == "prep/runtime")
@@ -116,7 +130,7 @@ def test_with_a_gateway_it_runs_first_and_every_sidecar_and_the_crew_report_to_i
 def test_a_gateway_may_keep_its_tasks_in_another_store() -> None:
     gateway = dev_plan.GatewayPlan(port=8080, internal_port=9001, store="postgresql://db/asya")
 
-    specs = dev_plan.plan([], SETTINGS, base_env={}, ports=[1, 2], gateway=gateway)
+    specs = dev_plan.plan([], SETTINGS, base_env={}, ports=[1, 2, 3, 4], gateway=gateway)
 
     argv = specs[0].argv
     assert argv[argv.index("--store") + 1] == "postgresql://db/asya"
@@ -125,7 +139,7 @@ def test_a_gateway_may_keep_its_tasks_in_another_store() -> None:
 def test_without_a_gateway_nothing_reports() -> None:
     actor = ActorManifest(name="prep", handler="steps.prep", source="f")
 
-    specs = dev_plan.plan([actor], SETTINGS, base_env={}, ports=[1, 2, 3])
+    specs = dev_plan.plan([actor], SETTINGS, base_env={}, ports=[1, 2, 3, 4])
 
     assert all("ASYA_GATEWAY_URL" not in s.env for s in specs)
     assert "gateway" not in {s.role for s in specs}

@@ -72,7 +72,7 @@ def run_module(*args: str) -> subprocess.CompletedProcess[str]:
 def test_module_without_one_role_prints_usage(args: tuple[str, ...]) -> None:
     done = run_module(*args)
     assert done.returncode == 2
-    assert "usage: python -m asya_crew {sink|sump}" in done.stderr
+    assert "usage: python -m asya_crew {sink|sump|join|pause}" in done.stderr
 
 
 def test_module_help() -> None:

@@ -43,7 +43,7 @@ import threading
 import uuid
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import Counter
 
@@ -168,12 +168,12 @@ class Emitter:
         now = now_utc()
         emission = joining.decide(claimed, now=now)
         transport = await self.transport()
-        body = record.encode(emission.envelope)
+        body = _encode(emission.envelope)
         if len(body) > transport.max_message_bytes:
             emission = joining.oversize(
                 emission, size=len(body), limit=transport.max_message_bytes, now=now
             )
-            body = record.encode(emission.envelope)
+            body = _encode(emission.envelope)
         queue = names.queue_name(self.settings.namespace, emission.actor)
         await transport.send(queue, body)
         await self.store.finish(claimed.origin, now_us=micros(now_utc()))
@@ -213,6 +213,11 @@ class Emitter:
         if self._opened:
             await self.store.close()
             self._opened = False
+
+
+def _encode(envelope: dict[str, Any]) -> bytes:
+    # An envelope has a record's fields (and may have more): the same JSON encoding.
+    return record.encode(cast(record.Record, envelope))
 
 
 def _outcome(emission: joining.Emission) -> str:

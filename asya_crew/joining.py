@@ -17,6 +17,7 @@ on; its headers are the opener's without the join's own header.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from collections.abc import Mapping
@@ -44,7 +45,7 @@ class Emission:
 
     @property
     def failed(self) -> bool:
-        return self.envelope["status"]["phase"] == FAILED
+        return bool(self.envelope["status"]["phase"] == FAILED)
 
 
 def timestamp(now: datetime.datetime) -> str:
@@ -179,8 +180,10 @@ def _finished(
 def _orphaned(
     claimed: Claimed, results: list[Any], missing: list[int], now: datetime.datetime
 ) -> Emission:
-    """The opener never came (it is sent with the parts, so this is all but impossible):
-    there is no route to go on with, so the results are kept in x-sink as a failure."""
+    """The opener never came. It is sent with the parts, so this means parts came for a
+    join x-join no longer remembers (redelivered after its tombstone was purged) or were
+    forged: there is no route to go on with. The results go to x-sump, not x-sink, so that
+    they can never overwrite the record of a task that did finish."""
     message = (
         f"join of {claimed.origin!r}: the message that carries the origin's payload and route "
         "never reached x-join; the parts' results are in this record's payload"
@@ -193,7 +196,9 @@ def _orphaned(
     }
     payload = {"results": results, "missing": missing}
     error = _error(joins.JOIN_INCOMPLETE, message)
-    return _finished(stub, payload, error, claimed.count - len(missing), missing, now)
+    failed = _finished(stub, payload, error, claimed.count - len(missing), missing, now)
+    failed.envelope["route"]["curr"] = names.SUMP
+    return dataclasses.replace(failed, actor=names.SUMP)
 
 
 def _base(opener: Mapping[str, Any], payload: Any) -> dict[str, Any]:

@@ -133,10 +133,13 @@ def test_into_through_a_non_object_fails_the_join_clearly() -> None:
     assert "'/doc' holds a string" in emission.envelope["status"]["error"]["message"]
 
 
-def test_a_join_whose_opener_never_came_keeps_the_results_as_a_failure() -> None:
+def test_a_join_whose_opener_never_came_keeps_the_results_in_the_sump_only() -> None:
+    """Parts redelivered after the join's tombstone was purged must not overwrite the
+    finished task's record in x-sink."""
     item = Claimed(origin="t1", count=2, deadline_us=0, opener=None, parts={0: ok(1)}, claims=1)
     emission = joining.decide(item, now=NOW)
-    assert emission.actor == "x-sink"
+    assert emission.actor == "x-sump"
+    assert emission.envelope["status"]["reason"] == "JoinIncomplete"
     assert emission.envelope["id"] == "t1"
     assert emission.envelope["payload"] == {"results": [1, None], "missing": [1]}
 

@@ -138,6 +138,14 @@ class Client:
         task: dict[str, Any] = response.json()
         return task
 
+    async def resume(self, task_id: str, input: Mapping[str, Any]) -> dict[str, Any]:
+        """Resume a paused task with a person's input; the task as it runs again."""
+        response = await self._request(
+            "POST", f"{_task_path(task_id)}/resume", json={"input": dict(input)}
+        )
+        task: dict[str, Any] = response.json()
+        return task
+
     async def events(
         self, task_id: str, *, last_event_id: str | None = None
     ) -> AsyncGenerator[sse.Event, None]:

@@ -1,5 +1,5 @@
 """The task commands, clients of a gateway's public API: `asya submit`, `get`, `ls`, `watch`,
-`cancel`.
+`cancel`, `resume`.
 
 Which gateway: --gateway URL, else $ASYA_GATEWAY_URL, else the URL `asya dev` wrote into
 its state directory; the API key: --api-key, else $ASYA_API_KEY. Output: on a terminal a
@@ -13,6 +13,9 @@ unknown flow, 413); 3 could not submit (no gateway, unreachable, 401, an actor w
 `submit --wait` does, by the task's final status. `get`, `ls` and `cancel` exit 0 on
 success, 1 when the gateway answers that the task is unknown (404) or cannot be canceled
 (409), 2 on bad arguments, 3 when the gateway cannot be reached or refuses the caller.
+`resume` exits 0 when the task runs again, 1 when the gateway refuses the resume (404
+unknown task, 409 not paused, 400 an input that does not fit the pause: its message names
+the field), 2 when --input is not a JSON object (or its file cannot be read), 3 as above.
 """
 
 from __future__ import annotations
@@ -153,6 +156,27 @@ def add_parsers(commands: Any) -> None:
     cancel.add_argument("--json", action="store_true", help="print one JSON line")
     _add_gateway_arguments(cancel)
     cancel.set_defaults(func=run_cancel)
+
+    resume = commands.add_parser(
+        "resume",
+        help="resume a paused task with a person's input",
+        description="Resume a task paused at x-pause: the input (a JSON object of the "
+        "pause's fields, as `asya get` shows them) is merged into the payload and the task "
+        "goes on with the next actor of its route.",
+        epilog="exit codes: 0 resumed, 1 refused (unknown task, not paused, input that does "
+        "not fit), 2 bad --input, 3 gateway unreachable",
+    )
+    resume.add_argument("id", metavar="ID")
+    resume.add_argument(
+        "--input",
+        required=True,
+        metavar="JSON|@FILE",
+        help="the input, a JSON object like '{\"approved\": true}', or @FILE to read it "
+        "from a file (@- for stdin)",
+    )
+    resume.add_argument("--json", action="store_true", help="print one JSON line")
+    _add_gateway_arguments(resume)
+    resume.set_defaults(func=run_resume)
 
 
 def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
@@ -310,9 +334,54 @@ def run_cancel(args: argparse.Namespace) -> int:
     return _run("cancel", args, cancel)
 
 
-def _run(command: str, args: argparse.Namespace, body: Callable[[Client], Awaitable[int]]) -> int:
+def run_resume(args: argparse.Namespace) -> int:
+    try:
+        input = parse_input(args.input)
+    except UsageError as exc:
+        return _fail("resume", str(exc), EXIT_USAGE)
+
+    async def resume(client: Client) -> int:
+        _print_task(await client.resume(args.id, input), as_json=args.json)
+        return EXIT_SUCCEEDED
+
+    # A refused input is the task's answer to this input, not a misuse of the command.
+    return _run("resume", args, resume, refused=frozenset({400, 404, 409}))
+
+
+def parse_input(text: str) -> dict[str, Any]:
+    """`--input`: a JSON object, or @FILE holding one (@- reads stdin); UsageError saying
+    what is wrong otherwise."""
+    source = "--input"
+    if text.startswith("@"):
+        path = text[1:]
+        source = f"--input file {path!r}" if path != "-" else "--input from stdin"
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {source}: {exc}") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(
+            f"{source} is not JSON ({exc}); give an object like '{{\"approved\": true}}' or @FILE"
+        ) from None
+    if not isinstance(value, dict):
+        raise UsageError(
+            f"{source} must be a JSON object of the pause's fields, like "
+            f"'{{\"approved\": true}}', not {type(value).__name__}"
+        )
+    return value
+
+
+def _run(
+    command: str,
+    args: argparse.Namespace,
+    body: Callable[[Client], Awaitable[int]],
+    *,
+    refused: frozenset[int] = frozenset({404, 409}),
+) -> int:
     """Find the gateway, run `body` with a client, and turn the client's errors into one
-    line on stderr and the command's exit code."""
+    line on stderr and the command's exit code (EXIT_FAILED for the `refused` statuses)."""
     try:
         target = resolve(args.gateway, os.environ, Path(args.state_dir))
     except NoGateway as exc:
@@ -329,7 +398,7 @@ def _run(command: str, args: argparse.Namespace, body: Callable[[Client], Awaita
     except Unreachable as exc:
         return _fail(command, str(exc), EXIT_NOT_SUBMITTED)
     except Refused as exc:
-        if exc.status in (404, 409):
+        if exc.status in refused:
             return _fail(command, str(exc), EXIT_FAILED)
         code = EXIT_USAGE if exc.status in USAGE_STATUSES else EXIT_NOT_SUBMITTED
         return _fail(command, str(exc), code)
@@ -446,7 +515,10 @@ def render_task(task: dict[str, Any]) -> str:
     for name in ("reason", "created_at", "updated_at", "deadline_at"):
         if task.get(name) is not None:
             rows.append((name, str(task[name])))
-    for name in ("error", "result"):
+    join = task.get("join")
+    if isinstance(join, dict):
+        rows.append(("joined", f"{join.get('done')}/{join.get('total')} parts"))
+    for name in ("pause", "error", "result"):
         if task.get(name) is not None:
             rows.append((name, json.dumps(task[name], ensure_ascii=False, indent=2)))
     width = max(len(name) for name, _ in rows) + 2

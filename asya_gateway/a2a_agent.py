@@ -66,7 +66,7 @@ from asya_gateway.bodies import read_body
 from asya_gateway.doors import FrontDoor, asya_version
 from asya_gateway.errors import ApiError
 from asya_gateway.service import Gateway
-from asya_gateway.sse import TaskStream
+from asya_gateway.sse import TaskStream, Update
 from asya_gateway.store.base import StoreError
 from asya_gateway.tasks import Task as GatewayTask
 from asya_gateway.tasks import TaskStatus
@@ -206,7 +206,7 @@ class GatewayRequestHandler(RequestHandler):
         """Submit the message's task, its stream subscribed first (close it always)."""
         message = params.message
         if message.task_id:
-            await self._refuse_continuation(message.task_id, tenant)
+            return await self._resume(message, tenant)
         flow = mapping.choose_flow(mapping.requested_skill(params), self.gw.flows)
         payload = mapping.payload_of(message)
         context_id = message.context_id or str(uuid.uuid4())
@@ -222,24 +222,26 @@ class GatewayRequestHandler(RequestHandler):
         task, stream = await _gateway_call(submit())
         return task, context_id, stream
 
-    async def _refuse_continuation(self, task_id: str, tenant: str) -> None:
-        """A message for an existing task would resume it: not supported yet, said clearly."""
+    async def _resume(self, message: Message, tenant: str) -> tuple[GatewayTask, str, TaskStream]:
+        """A message for an existing task resumes it, when it is paused, with the message's
+        input; then the task is followed as a new one would be (close the stream)."""
+        task_id = message.task_id
         task = await _gateway_call(self.gw.get(task_id, tenant))
-        if task.status is TaskStatus.PAUSED:
+        if task.status is not TaskStatus.PAUSED:
             raise UnsupportedOperationError(
-                f"task {task_id!r} is paused waiting for input, but resuming a paused task "
-                "over A2A is not supported yet; resume it through the gateway's API, or send "
-                "a message without taskId to start a new task"
+                f"task {task_id!r} is {task.status}; a message can only continue a paused "
+                "task. Send a message without taskId to start a new task"
             )
-        raise UnsupportedOperationError(
-            f"task {task_id!r} is {task.status}; a message can only continue a paused task "
-            "(not supported over A2A yet). Send a message without taskId to start a new task"
-        )
+        input = mapping.resume_input(message, task.pause or {})
+        resumed = await _gateway_call(self.gw.resume(task_id, tenant, input))
+        stream = await _gateway_call(self.gw.follow(task_id, tenant))
+        return resumed, mapping.context_id_of(task_id, task.headers), stream
 
     async def _wait(self, stream: TaskStream, task_id: str, tenant: str) -> GatewayTask:
-        """The task once it ended (or as it stands when the gateway stops first)."""
+        """The task once it ended or paused for input (an A2A client then answers it), or
+        as it stands when the gateway stops first."""
         async for update in stream.updates():
-            if update is not None and update.terminal:
+            if update is not None and (update.terminal or _pauses(update)):
                 break
         return await _gateway_call(self.gw.get(task_id, tenant))
 
@@ -268,6 +270,8 @@ class GatewayRequestHandler(RequestHandler):
                     return
                 else:
                     yield events.status(update.data)
+                    if _pauses(update):
+                        return  # input-required interrupts the stream; a message resumes it
         finally:
             await stream.close()
 
@@ -328,6 +332,11 @@ class GatewayRequestHandler(RequestHandler):
         raise ExtendedAgentCardNotConfiguredError(
             f"this agent has no extended card; its card is {AGENT_CARD_WELL_KNOWN_PATH}"
         )
+
+
+def _pauses(update: Update) -> bool:
+    """A status update that leaves the task waiting for a person (input-required)."""
+    return update.kind == "status" and update.data.get("status") == "paused"
 
 
 def _no_push() -> PushNotificationNotSupportedError:

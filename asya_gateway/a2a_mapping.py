@@ -4,6 +4,10 @@ no I/O. a2a_agent.py calls them; everything that decides what an A2A client sees
     flow                      -> skill (id = the flow's name)
     message metadata "skill"  -> which flow a message starts ("flow" is accepted too)
     message data part         -> the payload; with none, the text parts as {"query": text}
+    message with a taskId     -> resumes that paused task: its data part is the input (or,
+                                 for a pause with one string field, its text)
+    paused task               -> input-required; the status message has the prompt as text
+                                 and the pause ({"prompt", "fields", ...}) as a data part
     task (its GET shape)      -> Task: id, contextId, status, the result as an artifact
     FLY event                 -> an artifact update appended to one artifact per stream
 
@@ -225,6 +229,46 @@ def payload_of(message: Message) -> Any:
     return {"query": "\n".join(texts)}
 
 
+def resume_input(message: Message, pause: Mapping[str, Any]) -> dict[str, Any]:
+    """The input a message gives a paused task: its data part (an object of the pause's
+    field values), or, when the pause asks for exactly one string field, its text."""
+    data = [part for part in message.parts if part.HasField("data")]
+    if len(data) > 1:
+        raise InvalidParamsError(
+            f"the message has {len(data)} data parts; send the input as one data part (a JSON "
+            "object of the pause's fields)"
+        )
+    fields = [field for field in pause.get("fields", []) if isinstance(field, dict)]
+    if data:
+        value = plain(get_data_parts(data)[0])
+        if not isinstance(value, dict):
+            raise InvalidParamsError(
+                f"the data part must be a JSON object of the pause's fields, not "
+                f"{type(value).__name__}{_fields_hint(fields)}"
+            )
+        return value
+    texts = [part.text for part in message.parts if part.HasField("text")]
+    if texts and len(fields) == 1 and fields[0].get("type", "string") == "string":
+        return {str(fields[0]["name"]): "\n".join(texts)}
+    if texts and not fields:
+        return {}
+    raise InvalidParamsError(
+        "resuming this paused task needs its input as a data part (a JSON object)"
+        + _fields_hint(fields)
+    )
+
+
+def _fields_hint(fields: Sequence[Mapping[str, Any]]) -> str:
+    if not fields:
+        return "; this pause asks for no fields: send {}"
+    described = ", ".join(
+        f"{field.get('name')} ({field.get('type', 'string')}"
+        f"{', required' if field.get('required', True) else ''})"
+        for field in fields
+    )
+    return f"; its fields: {described}"
+
+
 def plain(value: Any) -> Any:
     """`value` with whole-number floats made ints again. A data part is a protobuf Value,
     which stores every number as a double: without this, the 3 a client sent reaches the
@@ -268,12 +312,15 @@ def task_status(task: Mapping[str, Any]) -> TaskStatus:
         status.timestamp.FromJsonString(task["updated_at"])
     text = _status_text(task)
     if text is not None:
+        parts = [Part(text=text)]
+        if task["status"] == "paused" and isinstance(task.get("pause"), dict):
+            parts.append(new_data_part(task["pause"]))
         status.message.CopyFrom(
             Message(
                 message_id=f"{task['id']}-{task['status']}",
                 task_id=task["id"],
                 role=Role.ROLE_AGENT,
-                parts=[Part(text=text)],
+                parts=parts,
             )
         )
     return status
@@ -291,9 +338,22 @@ def _status_text(task: Mapping[str, Any]) -> str | None:
     if status == "canceled":
         return f"the task was canceled{at}{reason}"
     if status == "paused":
+        pause = task.get("pause")
+        if not isinstance(pause, dict):
+            return f"the task is paused{at}, waiting for input{reason}"
+        prompt = f": {pause['prompt']}" if pause.get("prompt") else ""
+        fields = [field for field in pause.get("fields", []) if isinstance(field, dict)]
+        asks = "".join(
+            f"\n- {field.get('name')} ({field.get('type', 'string')}"
+            f"{', required' if field.get('required', True) else ', optional'})"
+            f"{': ' + str(field['prompt']) if field.get('prompt') else ''}"
+            for field in fields
+        )
+        one_text = len(fields) == 1 and fields[0].get("type", "string") == "string"
         return (
-            f"the task is paused{at}, waiting for input{reason}. Resuming a paused task over "
-            "A2A is not supported yet"
+            f"the task is paused{at}, waiting for input{prompt}{asks}\n"
+            f"Resume it with a message with this taskId and the input as a data part"
+            f"{' (or as text)' if one_text else ''}; it expires at {pause.get('expires_at')}"
         )
     return None
 
@@ -332,11 +392,14 @@ class TaskEvents:
         return a2a_task(task, self.context_id)
 
     def status(self, change: Mapping[str, Any]) -> TaskStatusUpdateEvent:
-        """A change ({"status", "actor", "progress"}) of a task still under way."""
+        """A change ({"status", "actor", "progress"}, with "pause" when paused) of a task
+        still under way; a pause says what it waits for, as GetTask does."""
+        if change["status"] == "paused":
+            status = task_status({"id": self.task_id, **change})
+        else:
+            status = TaskStatus(state=a2a_state(change["status"]))
         event = TaskStatusUpdateEvent(
-            task_id=self.task_id,
-            context_id=self.context_id,
-            status=TaskStatus(state=a2a_state(change["status"])),
+            task_id=self.task_id, context_id=self.context_id, status=status
         )
         event.metadata.update(
             {key: change[key] for key in ("actor", "progress") if change.get(key) is not None}

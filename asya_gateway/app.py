@@ -9,12 +9,17 @@ runs: serve it with lifespan on.
     GET    /v1/tasks                list, newest first: ?status=&limit=&cursor=
     GET    /v1/tasks/{id}           one task
     DELETE /v1/tasks/{id}           cancel: 200, idempotent; 409 once it succeeded or failed
+    POST   /v1/tasks/{id}/resume    {"input": {...}}: 200 with the task running again;
+                                    409 not paused, 400 input that does not fit the pause
     GET    /v1/tasks/{id}/events    Server-Sent Events (sse.py)
 
 Internal app (`--internal-port`): reports only, never a task read.
 
     POST   /internal/v1/reports     {"reports": [...], "canceled_cursor": n} ->
                                     {"accepted", "canceled": [ids], "canceled_cursor"}
+    POST   /internal/v1/pauses      x-pause parks an envelope: {"envelope", "pause",
+                                    "paused_at", "expires_at"} -> {"task"}; 404 no such
+                                    task, 409 it already ended
     GET    /healthz
 
 What a request does to tasks is decided in service.py, which every front door shares.
@@ -44,6 +49,7 @@ from asya_gateway.bodies import read_body
 from asya_gateway.doors import running
 from asya_gateway.errors import ApiError, error_response
 from asya_gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from asya_gateway.pausing import parse_pause_request, parse_resume_body
 from asya_gateway.reports import parse_batch
 from asya_gateway.service import Gateway, count_finished
 from asya_gateway.sse import TaskStream, parse_last_event_id
@@ -79,6 +85,7 @@ def public_app(gateway: Gateway) -> Starlette:
         Route("/v1/tasks/{task_id}", api.get_task, methods=["GET"]),
         Route("/v1/tasks/{task_id}", api.cancel_task, methods=["DELETE"]),
         Route("/v1/tasks/{task_id}/events", api.events, methods=["GET"]),
+        Route("/v1/tasks/{task_id}/resume", api.resume_task, methods=["POST"]),
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
@@ -129,6 +136,13 @@ class _PublicApi:
     async def cancel_task(self, request: Request) -> Response:
         tenant = _tenant(self.gw, request)
         task = await self.gw.cancel(request.path_params["task_id"], tenant)
+        return JSONResponse(task.to_json())
+
+    async def resume_task(self, request: Request) -> Response:
+        gw = self.gw
+        tenant = _tenant(gw, request)
+        body = parse_resume_body(await read_body(request, gw.transport.max_message_bytes))
+        task = await gw.resume(request.path_params["task_id"], tenant, body)
         return JSONResponse(task.to_json())
 
     async def events(self, request: Request) -> Response:
@@ -212,8 +226,14 @@ def internal_app(gateway: Gateway) -> Starlette:
             {"accepted": len(batch), "canceled": canceled, "canceled_cursor": next_cursor}
         )
 
+    async def pauses(request: Request) -> Response:
+        pause = parse_pause_request(await request.body())
+        task = await gateway.pause(pause)
+        return JSONResponse({"task": task.to_json()})
+
     routes = [
         Route("/internal/v1/reports", reports, methods=["POST"]),
+        Route("/internal/v1/pauses", pauses, methods=["POST"]),
         Route("/healthz", _healthz, methods=["GET"]),
     ]
     return _app(routes, gateway.metrics)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -125,9 +126,37 @@ class TimedStore:
         with self._timed("create"):
             return await self.inner.create(task, envelope=envelope)
 
-    async def published(self, task_id: str) -> None:
+    async def published(self, task_id: str, envelope: str | None = None) -> None:
         with self._timed("published"):
-            await self.inner.published(task_id)
+            await self.inner.published(task_id, envelope)
+
+    async def outbox(self, task_id: str) -> Unpublished | None:
+        with self._timed("outbox"):
+            return await self.inner.outbox(task_id)
+
+    async def pause(
+        self,
+        task_id: str,
+        *,
+        envelope: str,
+        route: wire.Route,
+        attempt: int,
+        pause: dict[str, Any],
+    ) -> Task:
+        with self._timed("pause"):
+            return await self.inner.pause(
+                task_id, envelope=envelope, route=route, attempt=attempt, pause=pause
+            )
+
+    async def resume(
+        self, task_id: str, tenant: str, input: Mapping[str, Any], *, at: str
+    ) -> Unpublished:
+        with self._timed("resume"):
+            return await self.inner.resume(task_id, tenant, input, at=at)
+
+    async def expire_pauses(self, *, now: str, limit: int) -> list[Unpublished]:
+        with self._timed("expire_pauses"):
+            return await self.inner.expire_pauses(now=now, limit=limit)
 
     async def claim_unpublished(self, before: str, *, now: str, limit: int) -> list[Unpublished]:
         with self._timed("claim_unpublished"):

@@ -75,6 +75,7 @@ def _report(raw: Any, where: str) -> wire.HopReport:
     events = raw.get("events")
     if event == "fly" and not isinstance(events, list):
         raise _bad(f"{where}.events must be the list of FLY events of a fly report")
+    progress = _progress(raw.get("progress"), f"{where}.progress") if event == "joining" else None
     report: wire.HopReport = {
         "id": raw["id"],
         "parent_id": parent_id,
@@ -92,7 +93,21 @@ def _report(raw: Any, where: str) -> wire.HopReport:
         report["result"] = raw["result"]
     if events is not None:
         report["events"] = events
+    if progress is not None:
+        report["progress"] = progress
     return report
+
+
+def _progress(raw: Any, where: str) -> dict[str, int]:
+    """A joining report's {"done", "total"}: whole numbers, 0 <= done <= total, total >= 1."""
+    if isinstance(raw, dict):
+        done, total = raw.get("done"), raw.get("total")
+        if type(done) is int and type(total) is int and 0 <= done <= total and total >= 1:
+            return {"done": done, "total": total}
+    raise _bad(
+        f'{where} must be {{"done": <parts arrived>, "total": <parts awaited>}} with '
+        f"0 <= done <= total and total >= 1, not {raw!r}"
+    )
 
 
 def _route(raw: Any, where: str) -> wire.Route:

@@ -22,17 +22,25 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import asya_transports as transports
-from asya_gateway import submit
+from asya_gateway import outbox, submit
 from asya_gateway.auth import ApiKeys
 from asya_gateway.errors import ApiError
 from asya_gateway.flows import Flow
 from asya_gateway.metrics import GatewayMetrics, TimedStore
+from asya_gateway.pausing import PauseRequest
 from asya_gateway.sse import KEEPALIVE_S, TaskStream
-from asya_gateway.store.base import Event, Store, StoreError, TaskConflict, TaskNotFound
+from asya_gateway.store.base import (
+    Event,
+    Store,
+    StoreError,
+    TaskConflict,
+    TaskNotFound,
+    Unpublished,
+)
 from asya_gateway.streaming import SEND_TIMEOUT_S
 from asya_gateway.submit import Submission
 from asya_gateway.tasks import Task, TaskStatus
-from asya_shared import names, wire
+from asya_shared import names, pauses, wire
 
 __all__ = [
     "Gateway",
@@ -186,7 +194,64 @@ class Gateway:
             ) from None
         if task.updated_at == at:  # canceled by this call, not before
             self.metrics.finished(str(TaskStatus.CANCELED))
+            # A paused task's parked envelope goes to x-sink, so its ending is recorded.
+            try:
+                record = await self.store.outbox(task_id)
+            except StoreError as exc:
+                log.warning("task %s: canceled; reading its outbox failed: %s", task_id, exc)
+                record = None
+            if record is not None:
+                await self._send(record)
         return task
+
+    async def pause(self, request: PauseRequest) -> Task:
+        """Park x-pause's envelope in the task (idempotent): 404 for a task the gateway
+        does not have, 409 once the task ended (x-pause drops the envelope)."""
+        task_id = request.task_id
+        try:
+            task = await self.store.pause(
+                task_id,
+                envelope=outbox_text(request.envelope),
+                route=request.route,
+                attempt=request.attempt,
+                pause=request.pause,
+            )
+        except TaskNotFound:
+            raise ApiError(
+                404,
+                "task_not_found",
+                f"no task {task_id!r}: only a task submitted through the gateway can pause",
+            ) from None
+        except TaskConflict as exc:
+            raise ApiError(
+                409,
+                "task_ended",
+                f"task {task_id!r} already {exc.task.status}: nobody will resume it, drop "
+                "the envelope",
+            ) from None
+        return task
+
+    async def resume(self, task_id: str, tenant: str, input: dict[str, Any]) -> Task:
+        """Resume a paused task with a person's input: 404 unknown task, 409 not paused
+        (also for the loser of two concurrent resumes), 400 input that does not fit the
+        pause (the message names the field, `input.<name>`)."""
+        try:
+            resumed = await self.store.resume(task_id, tenant, input, at=self.now())
+        except TaskNotFound:
+            raise not_found(task_id) from None
+        except TaskConflict as exc:
+            raise ApiError(409, "not_paused", str(exc)) from None
+        except pauses.InvalidInput as exc:
+            raise ApiError(400, "invalid_input", exc.message, path=exc.field) from None
+        await self._send(resumed)
+        return resumed.task
+
+    async def _send(self, item: Unpublished) -> None:
+        """Publish an outbox envelope now; a failure leaves it to the outbox sweep."""
+        try:
+            await outbox.publish(self.store, self.transport, item, namespace=self.namespace)
+        except StoreError as exc:
+            log.warning("task %s: published, but emptying its outbox failed: %s", item.task.id, exc)
 
     async def submit_and_follow(
         self, submission: Submission, tenant: str
@@ -255,6 +320,10 @@ class Gateway:
             log.exception("task %s: publishing failed and recording the failure failed", task.id)
             return
         count_finished(self.metrics, events)
+
+
+def outbox_text(envelope: Mapping[str, Any]) -> str:
+    return submit.encode(envelope).decode()
 
 
 def count_finished(metrics: GatewayMetrics, events: list[Event]) -> None:

@@ -15,8 +15,12 @@ Progress, defined once (docs/gateway.md repeats it):
     progress = 1.0                                                         once succeeded
     progress = the same formula on the route of the failed or canceled report that ended it
     progress stays where it was                             once canceled through the API
+    progress = done / total          while x-join waits for the parts of the task's fan-out
+                                                                     for `total` parts
 
-that is, the share of the route's actors already done, counting the current one as not done.
+that is, the share of the route's actors already done, counting the current one as not done
+(x-join's share grows with the parts it holds).
+
 A handler that rewrites `route.next` changes the denominator, so progress can step back when
 the route grows; it never goes below 0 or above 1.
 """
@@ -36,9 +40,12 @@ __all__ = [
     "TaskStatus",
     "advance",
     "cancel",
+    "expire",
+    "pause",
     "position",
     "progress_of",
     "rank",
+    "resume",
     "status_of_report",
 ]
 
@@ -85,10 +92,14 @@ class Task:
     # The `position` of the last report applied: later reports must stand further on.
     position: tuple[int, int, int] = (0, 0, 0)
     headers: dict[str, str] = field(default_factory=dict)
+    # While paused: {"prompt", "fields", "paused_at", "expires_at"} (asya_shared.pauses).
+    pause: dict[str, Any] | None = None
+    # While x-join waits for the parts of a fan-out: {"done", "total"}.
+    join: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The public shape (GET /v1/tasks/<id>)."""
-        return {
+        """The public shape (GET /v1/tasks/<id>); `pause` and `join` only while they hold."""
+        shape = {
             "id": self.id,
             "status": str(self.status),
             "route": dict(self.route),
@@ -101,6 +112,11 @@ class Task:
             "updated_at": self.updated_at,
             "deadline_at": self.deadline_at,
         }
+        if self.pause is not None:
+            shape["pause"] = self.pause
+        if self.join is not None:
+            shape["join"] = self.join
+        return shape
 
     @property
     def terminal(self) -> bool:
@@ -120,12 +136,18 @@ _EVENT_STATUS = {
     "routed": TaskStatus.RUNNING,
     "retrying": TaskStatus.RUNNING,
     "paused": TaskStatus.PAUSED,
+    "joining": TaskStatus.RUNNING,
     "succeeded": TaskStatus.SUCCEEDED,
     "failed": TaskStatus.FAILED,
     "canceled": TaskStatus.CANCELED,
 }
 # Within one hop (one actor visit), later events of the same visit.
 _EVENT_ORDER = {"received": 0, "processing": 1, "retrying": 2, "routed": 3, "paused": 4}
+# A pause stored through the internal pause endpoint stands where x-pause's "paused" would.
+PAUSED_EVENT = _EVENT_ORDER["paused"]
+# x-join's "joining" reports stand after everything x-join's sidecar reports, the one with
+# more parts later (5 + done), so a late count never replaces a newer one.
+_JOINING_BASE = 5
 
 
 def status_of_report(report: wire.HopReport) -> TaskStatus | None:
@@ -140,6 +162,9 @@ def position(report: wire.HopReport) -> tuple[int, int, int]:
         # at the start of the next hop: before the next actor's first report, whatever
         # attempt the sender was on.
         return (len(report["route"]["prev"]), 0, 0)
+    if report["event"] == "joining":
+        done, _total = _join_counts(report)
+        return (len(report["route"]["prev"]), 1, _JOINING_BASE + done)
     return (
         len(report["route"]["prev"]),
         report.get("attempt", 1),
@@ -179,19 +204,104 @@ def advance(task: Task, report: wire.HopReport) -> Task | None:
             error=report.get("error"),
             reason=report.get("reason"),
             position=max(here, task.position),
+            pause=None,
+            join=None,
         )
     if task.status is not TaskStatus.PENDING and here <= task.position:
         return None
+    join: dict[str, int] | None = None
+    progress = progress_of(route)
+    if report["event"] == "joining":
+        # What a person watching a fan-out wants to see is how many parts are back.
+        done, total = _join_counts(report)
+        join = {"done": done, "total": total}
+        progress = done / total if total else 0.0
     return dataclasses.replace(
         task,
         status=status,
         route=route,
         actor=route["curr"],
-        progress=progress_of(route),
+        progress=progress,
         updated_at=report["at"],
         reason=report.get("reason"),
         error=report.get("error"),
         position=here,
+        # A "paused" report (no spec of its own) keeps what the pause endpoint stored.
+        pause=task.pause if status is TaskStatus.PAUSED else None,
+        join=join,
+    )
+
+
+def _join_counts(report: wire.HopReport) -> tuple[int, int]:
+    """(done, total) of a joining report, made safe: whole numbers, 0 <= done <= total."""
+    raw = report.get("progress") or {}
+    done, total = raw.get("done", 0), raw.get("total", 0)
+    total = total if type(total) is int and total > 0 else 0
+    done = done if type(done) is int and done > 0 else 0
+    return min(done, total) if total else done, total
+
+
+def pause(
+    task: Task,
+    *,
+    route: wire.Route,
+    attempt: int,
+    spec: dict[str, Any],
+    at: str,
+) -> Task | None:
+    """The task paused at `route` (curr: the x-pause actor) with `spec` ({"prompt",
+    "fields", "paused_at", "expires_at"}); None when it changes nothing: the task ended
+    (the caller says so), or it already stands at or past this pause (the same pause again,
+    or a pause that was already resumed: its continuation is on its way)."""
+    if task.terminal:
+        return None
+    here = (len(route["prev"]), attempt, PAUSED_EVENT)
+    if task.status is not TaskStatus.PENDING and here <= task.position:
+        return None
+    return dataclasses.replace(
+        task,
+        status=TaskStatus.PAUSED,
+        route=route,
+        actor=route["curr"],
+        progress=progress_of(route),
+        updated_at=at,
+        reason=None,
+        error=None,
+        position=here,
+        pause=spec,
+        join=None,
+    )
+
+
+def resume(task: Task, *, route: wire.Route, deadline_at: str | None, at: str) -> Task:
+    """The paused task running again at `route` (its continuation's). It stands at the
+    start of the continuation's hop, so x-pause's own late reports change nothing."""
+    return dataclasses.replace(
+        task,
+        status=TaskStatus.RUNNING,
+        route=route,
+        actor=route["curr"],
+        progress=progress_of(route),
+        updated_at=at,
+        deadline_at=deadline_at,
+        reason=None,
+        error=None,
+        position=(len(route["prev"]), 0, 0),
+        pause=None,
+        join=None,
+    )
+
+
+def expire(task: Task, *, at: str, error: wire.ErrorDetails) -> Task:
+    """The paused task failed because nobody resumed it in time (reason PauseExpired)."""
+    return dataclasses.replace(
+        task,
+        status=TaskStatus.FAILED,
+        updated_at=at,
+        reason="PauseExpired",
+        error=error,
+        pause=None,
+        join=None,
     )
 
 
@@ -199,4 +309,6 @@ def cancel(task: Task, *, at: str) -> Task | None:
     """The canceled task, or None when it already ended (canceling twice is not a change)."""
     if task.terminal:
         return None
-    return dataclasses.replace(task, status=TaskStatus.CANCELED, updated_at=at, reason="Canceled")
+    return dataclasses.replace(
+        task, status=TaskStatus.CANCELED, updated_at=at, reason="Canceled", pause=None, join=None
+    )

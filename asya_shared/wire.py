@@ -135,6 +135,7 @@ class HopReport(TypedDict):
     parent_id: str | None  # set on fan-out children
     actor: str  # the reporting actor
     # received | processing | retrying | routed | paused | succeeded | failed | canceled | fly
+    # | joining
     event: str
     route: Route  # the envelope's route as this event leaves it
     attempt: int  # status.attempt at this actor
@@ -143,9 +144,11 @@ class HopReport(TypedDict):
     error: NotRequired[ErrorDetails | None]
     result: NotRequired[Any]  # x-sink, succeeded: the final payload
     events: NotRequired[list[Any]]  # event "fly": the handler's FLY events, as yielded
+    # event "joining": {"done": parts arrived (ok or failed), "total": parts awaited}
+    progress: NotRequired[dict[str, int]]
 
 
 REPORT_EVENTS = (
     "received", "processing", "retrying", "routed", "paused", "succeeded", "failed", "canceled",
-    "fly",
+    "fly", "joining",
 )  # fmt: skip

@@ -15,7 +15,7 @@ SSE stream replays `events_since(task, seq)` after a reconnect (Last-Event-ID) a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,13 +57,15 @@ class Event:
     task_id: str
     tenant: str
     kind: str  # "status" | "fly"
-    data: dict[str, Any]  # status: {"status", "actor", "progress"}; fly: the FLY event
+    # status: {"status", "actor", "progress"} (+ "pause" while paused, "join" while x-join
+    # waits); fly: the FLY event
+    data: dict[str, Any]
     terminal: bool = False
 
 
 @dataclass(frozen=True)
 class Unpublished:
-    """A task still waiting for its envelope to be published, and that envelope."""
+    """A task with an envelope in its outbox (to publish to the envelope's route.curr)."""
 
     task: Task
     envelope: str
@@ -89,13 +91,18 @@ class Store(Protocol):
         False (idempotent submit). The first status event (pending) is recorded. `envelope`
         (the JSON text to publish for it) waits in the task's outbox until `published`."""
 
-    async def published(self, task_id: str) -> None:
-        """The broker has taken the task's envelope: empty its outbox."""
+    async def published(self, task_id: str, envelope: str | None = None) -> None:
+        """The broker has taken the task's envelope: empty its outbox (only if it still
+        holds `envelope`, when given: a newer one must not be lost)."""
 
     async def claim_unpublished(self, before: str, *, now: str, limit: int) -> list[Unpublished]:
-        """Pending tasks whose envelope has waited in the outbox since before `before`
-        (RFC 3339), oldest first. Each is claimed, its outbox time set to `now`, so that a
-        replica sweeping at the same moment skips it."""
+        """Tasks (whatever their status) whose envelope has waited in the outbox since
+        before `before` (RFC 3339), oldest first. Each is claimed, its outbox time set to
+        `now`, so that a replica sweeping at the same moment skips it. A report that moves
+        a task empties its outbox: the envelope has evidently reached the broker."""
+
+    async def outbox(self, task_id: str) -> Unpublished | None:
+        """The task's outbox, if it holds an envelope."""
 
     async def get(self, task_id: str, tenant: str) -> Task:
         """The task, or TaskNotFound."""
@@ -111,7 +118,33 @@ class Store(Protocol):
 
     async def cancel(self, task_id: str, tenant: str, *, at: str) -> Task:
         """Cancel; a task already canceled is returned as it is (idempotent); one that
-        succeeded or failed raises TaskConflict; an unknown one TaskNotFound."""
+        succeeded or failed raises TaskConflict; an unknown one TaskNotFound. A paused
+        task's parked envelope goes to the outbox, for x-sink (phase canceled)."""
+
+    async def pause(
+        self,
+        task_id: str,
+        *,
+        envelope: str,
+        route: wire.Route,
+        attempt: int,
+        pause: dict[str, Any],
+    ) -> Task:
+        """Park `envelope` (x-pause's, JSON text) in the task's row and show the task
+        paused with `pause` ({"prompt", "fields", "paused_at", "expires_at"}), whatever its
+        tenant. Idempotent: the same pause again, or one the task has already moved past,
+        returns the task unchanged. TaskNotFound; TaskConflict once the task ended."""
+
+    async def resume(
+        self, task_id: str, tenant: str, input: Mapping[str, Any], *, at: str
+    ) -> Unpublished:
+        """In one transaction only one caller wins: check `input` against the pause
+        (pauses.InvalidInput), build the continuation, put it in the outbox and set the task
+        running. TaskNotFound; TaskConflict when the task is not paused (any more)."""
+
+    async def expire_pauses(self, *, now: str, limit: int) -> list[Unpublished]:
+        """Fail paused tasks whose pause expired before `now` (reason PauseExpired), each
+        once across replicas, with x-sink's record of it in the outbox."""
 
     async def canceled_since(self, cursor: int) -> tuple[list[str], int]:
         """Ids of tasks canceled after `cursor` and the new cursor (sidecars skip them)."""

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -78,12 +78,28 @@ _INSERT_TASK = (
     + ", ".join(_placeholder(i, name) for i, name in enumerate(rows.INSERT_COLUMNS, 1))
     + ") ON CONFLICT (id) DO NOTHING RETURNING id"
 )
-_UPDATE_TASK = (
-    "UPDATE tasks SET "
-    + ", ".join(
-        f"{name} = {_placeholder(i, name)}" for i, name in enumerate(rows.MUTABLE_COLUMNS, 1)
-    )
-    + f" WHERE id = ${len(rows.MUTABLE_COLUMNS) + 1}"
+_M = len(rows.MUTABLE_COLUMNS)
+_SET_MUTABLE = ", ".join(
+    f"{name} = {_placeholder(i, name)}" for i, name in enumerate(rows.MUTABLE_COLUMNS, 1)
+)
+# A report that moves a task proves its outbox reached the broker (base.Store).
+_APPLY_TASK = (
+    f"UPDATE tasks SET {_SET_MUTABLE}, outbox = NULL, outbox_us = NULL, "
+    f"held = CASE WHEN ${_M + 1}::boolean THEN held END, "
+    f"pause_until_us = CASE WHEN ${_M + 1}::boolean THEN pause_until_us END "
+    f"WHERE id = ${_M + 2}"
+)
+# x-pause parked the envelope: keep it, and when the pause expires.
+_PAUSE_TASK = (
+    f"UPDATE tasks SET {_SET_MUTABLE}, held = ${_M + 1}, pause_until_us = ${_M + 2} "
+    f"WHERE id = ${_M + 3}"
+)
+# An ending or a resume: the parked envelope leaves the row; `outbox` is what to send.
+_UNPARK_TASK = (
+    f"UPDATE tasks SET {_SET_MUTABLE}, deadline_at = ${_M + 1}, held = NULL, "
+    f"pause_until_us = NULL, outbox = coalesce(${_M + 2}::text, outbox), "
+    f"outbox_us = CASE WHEN ${_M + 2}::text IS NULL THEN outbox_us ELSE ${_M + 3} END "
+    f"WHERE id = ${_M + 4}"
 )
 _INSERT_EVENTS = """
     INSERT INTO events (seq, task_id, tenant, kind, status, data, terminal)
@@ -180,11 +196,93 @@ class PostgresStore:
 
         return await self._transact(f"creating task {task.id}", work)
 
-    async def published(self, task_id: str) -> None:
+    async def published(self, task_id: str, envelope: str | None = None) -> None:
         async with self._failures(f"marking task {task_id} published"):
             await self._connected().execute(
-                "UPDATE tasks SET outbox = NULL, outbox_us = NULL WHERE id = $1", task_id
+                "UPDATE tasks SET outbox = NULL, outbox_us = NULL WHERE id = $1 "
+                "AND ($2::text IS NULL OR outbox = $2::text)",
+                task_id,
+                envelope,
             )
+
+    async def outbox(self, task_id: str) -> Unpublished | None:
+        async with self._failures(f"reading the outbox of task {task_id}"):
+            row = await self._connected().fetchrow(
+                "SELECT * FROM tasks WHERE id = $1 AND outbox IS NOT NULL", task_id
+            )
+        return None if row is None else Unpublished(rows.from_row(row), row["outbox"])
+
+    async def pause(
+        self,
+        task_id: str,
+        *,
+        envelope: str,
+        route: wire.Route,
+        attempt: int,
+        pause: dict[str, Any],
+    ) -> Task:
+        async def work(conn: Any) -> Task:
+            row = await conn.fetchrow("SELECT * FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+            if row is None:
+                raise TaskNotFound(f"no task {task_id!r}")
+            task = rows.from_row(row)
+            after = changes.paused(
+                task, route=route, attempt=attempt, pause=pause, at=pause["paused_at"]
+            )
+            if after is None:
+                return task
+            await conn.execute(
+                _PAUSE_TASK,
+                *rows.mutable_values(after),
+                envelope,
+                rows.micros(pause["expires_at"]),
+                task_id,
+            )
+            await self._record(conn, [changes.moved(after)])
+            return after
+
+        return await self._transact(f"pausing task {task_id}", work)
+
+    async def resume(
+        self, task_id: str, tenant: str, input: Mapping[str, Any], *, at: str
+    ) -> Unpublished:
+        async def work(conn: Any) -> Unpublished:
+            # The row lock decides the winner across replicas: a second resume waits here,
+            # then finds the task running and gets TaskConflict.
+            row = await conn.fetchrow(
+                "SELECT * FROM tasks WHERE id = $1 AND tenant = $2 FOR UPDATE", task_id, tenant
+            )
+            if row is None:
+                raise TaskNotFound(f"no task {task_id!r}")
+            after, envelope = changes.resumed(rows.from_row(row), row["held"], input, at=at)
+            await _unpark(conn, after, envelope, at)
+            await self._record(conn, [changes.moved(after)])
+            return Unpublished(after, envelope)
+
+        return await self._transact(f"resuming task {task_id}", work)
+
+    async def expire_pauses(self, *, now: str, limit: int) -> list[Unpublished]:
+        async def work(conn: Any) -> list[Unpublished]:
+            # SKIP LOCKED: a pause another replica is expiring (or a resume holds) is left
+            # to it; each expired pause is failed once.
+            found = await conn.fetch(
+                "SELECT * FROM tasks WHERE status = 'paused' AND pause_until_us <= $1 "
+                "ORDER BY pause_until_us, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                rows.micros(now),
+                limit,
+            )
+            claimed: list[Unpublished] = []
+            drafts = []
+            for row in found:
+                after, record = changes.expired(rows.from_row(row), row["held"], at=now)
+                await _unpark(conn, after, record, now)
+                drafts.append(changes.moved(after))
+                if record is not None:
+                    claimed.append(Unpublished(after, record))
+            await self._record(conn, drafts)
+            return claimed
+
+        return await self._transact("expiring pauses", work)
 
     async def claim_unpublished(self, before: str, *, now: str, limit: int) -> list[Unpublished]:
         async with self._failures("claiming unpublished tasks"):
@@ -192,7 +290,7 @@ class PostgresStore:
             # next sweep rather than waited for.
             found = await self._connected().fetch(
                 "UPDATE tasks SET outbox_us = $2 WHERE id IN ("
-                " SELECT id FROM tasks WHERE outbox IS NOT NULL AND status = 'pending'"
+                " SELECT id FROM tasks WHERE outbox IS NOT NULL"
                 " AND outbox_us < $1 ORDER BY outbox_us, id LIMIT $3 FOR UPDATE SKIP LOCKED"
                 ") RETURNING *",
                 rows.micros(before),
@@ -254,8 +352,11 @@ class PostgresStore:
             changed, drafts = changes.plan(loaded, batch)
             if changed:
                 await conn.executemany(
-                    _UPDATE_TASK,
-                    [(*rows.mutable_values(task), task.id) for task in changed.values()],
+                    _APPLY_TASK,
+                    [
+                        (*rows.mutable_values(task), task.status is TaskStatus.PAUSED, task.id)
+                        for task in changed.values()
+                    ],
                 )
             return await self._record(conn, drafts)
 
@@ -272,7 +373,7 @@ class PostgresStore:
             after = changes.canceled(task, at=at)
             if after is None:
                 return task
-            await conn.execute(_UPDATE_TASK, *rows.mutable_values(after), after.id)
+            await _unpark(conn, after, changes.canceled_record(task, row["held"], at=at), at)
             await self._record(conn, [changes.moved(after)])
             return after
 
@@ -538,6 +639,13 @@ class PostgresStore:
                     raise
                 log.info("%s; trying again", exc)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+
+async def _unpark(conn: Any, task: Task, outbox: str | None, at: str) -> None:
+    """Write `task` with its parked envelope gone and `outbox` (if any) to send."""
+    await conn.execute(
+        _UNPARK_TASK, *rows.mutable_values(task), task.deadline_at, outbox, rows.micros(at), task.id
+    )
 
 
 async def _version(conn: Any) -> int | None:

@@ -58,8 +58,10 @@ COLUMNS = (
     "pos_attempt",
     "pos_event",
     "headers",
+    "pause",
+    "joining",
 )
-JSON_COLUMNS = frozenset({"route", "result", "error", "headers"})
+JSON_COLUMNS = frozenset({"route", "result", "error", "headers", "pause", "joining"})
 # A new row also holds its envelope until published (schema version 2; outbox.py).
 INSERT_COLUMNS = (*COLUMNS, "outbox", "outbox_us")
 # What a report or a cancel may change (everything but identity, creation and the request).
@@ -76,6 +78,8 @@ MUTABLE_COLUMNS = (
     "pos_hop",
     "pos_attempt",
     "pos_event",
+    "pause",
+    "joining",
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -146,6 +150,8 @@ def to_row(task: Task) -> tuple[Any, ...]:
         attempt,
         event,
         dump_json(task.headers),
+        _nullable_json(task.pause),
+        _nullable_json(task.join),
     )
 
 
@@ -178,12 +184,24 @@ def from_row(row: Mapping[str, Any]) -> Task:
         flow=row["flow"],
         position=(int(row["pos_hop"]), int(row["pos_attempt"]), int(row["pos_event"])),
         headers=load_json(row["headers"]),
+        pause=load_json(row["pause"]),
+        join=load_json(row["joining"]),
     )
 
 
 def status_data(task: Task) -> dict[str, Any]:
-    """A status event's data: what SSE sends as `event: status`."""
-    return {"status": str(task.status), "actor": task.actor, "progress": task.progress}
+    """A status event's data: what SSE sends as `event: status` (with the pause while
+    paused, and x-join's part counts while it waits)."""
+    data: dict[str, Any] = {
+        "status": str(task.status),
+        "actor": task.actor,
+        "progress": task.progress,
+    }
+    if task.pause is not None:
+        data["pause"] = task.pause
+    if task.join is not None:
+        data["join"] = task.join
+    return data
 
 
 def encode_cursor(created_us: int, task_id: str) -> str:

@@ -19,6 +19,12 @@ Tables (both dialects; JSON columns are TEXT on SQLite, jsonb on PostgreSQL):
 Version 2 adds the outbox to `tasks`: `outbox` holds a new task's envelope until the broker
 has taken it, `outbox_us` when it was last (re)published, so that a gateway that dies
 between recording a task and publishing it publishes it on its next sweep (outbox.py).
+
+Version 3 adds pauses and join progress: `pause` (what the task shows while paused),
+`held` (the envelope x-pause parked, JSON text), `pause_until_us` (when the pause expires,
+for the sweep's index) and `joining` (x-join's {"done", "total"}). The outbox may now hold
+any envelope the gateway sends on a task's behalf (a resume's continuation, the record of
+an expired or canceled pause for x-sink), addressed to its own `route.curr`.
 """
 
 from __future__ import annotations
@@ -94,6 +100,16 @@ def _v2(*, text: str, big: str) -> list[str]:
     ]
 
 
+def _v3(*, text: str, json: str, big: str) -> list[str]:
+    return [
+        f"ALTER TABLE tasks ADD COLUMN pause {json}",
+        f"ALTER TABLE tasks ADD COLUMN joining {json}",
+        f"ALTER TABLE tasks ADD COLUMN held {text}",
+        f"ALTER TABLE tasks ADD COLUMN pause_until_us {big}",
+        "CREATE INDEX tasks_paused ON tasks (pause_until_us) WHERE status = 'paused'",
+    ]
+
+
 STEPS: dict[Dialect, list[list[str]]] = {
     "sqlite": [
         _v1(
@@ -108,6 +124,7 @@ STEPS: dict[Dialect, list[list[str]]] = {
             serial="INTEGER PRIMARY KEY AUTOINCREMENT",
         ),
         _v2(text="TEXT", big="INTEGER"),
+        _v3(text="TEXT", json="TEXT", big="INTEGER"),
     ],
     "postgresql": [
         _v1(
@@ -121,6 +138,7 @@ STEPS: dict[Dialect, list[list[str]]] = {
             serial="bigserial PRIMARY KEY",
         ),
         _v2(text="text", big="bigint"),
+        _v3(text="text", json="jsonb", big="bigint"),
     ],
 }
 

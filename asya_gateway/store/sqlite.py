@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,8 +51,24 @@ _INSERT_TASK = (
     f"INSERT INTO tasks ({', '.join(rows.INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in rows.INSERT_COLUMNS)})"
 )
-_UPDATE_TASK = (
-    f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in rows.MUTABLE_COLUMNS)} WHERE id = ?"
+# A report that moves a task proves its outbox reached the broker (base.Store).
+_APPLY_TASK = (
+    f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in rows.MUTABLE_COLUMNS)}, "
+    "outbox = NULL, outbox_us = NULL, "
+    "held = CASE WHEN ? THEN held END, pause_until_us = CASE WHEN ? THEN pause_until_us END "
+    "WHERE id = ?"
+)
+# An ending or a resume: the parked envelope leaves the row; `outbox` is what to send.
+_UNPARK_TASK = (
+    f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in rows.MUTABLE_COLUMNS)}, "
+    "deadline_at = ?, held = NULL, pause_until_us = NULL, "
+    "outbox = coalesce(?, outbox), outbox_us = CASE WHEN ? IS NULL THEN outbox_us ELSE ? END "
+    "WHERE id = ?"
+)
+# x-pause parked the envelope: keep it, and when the pause expires.
+_PAUSE_TASK = (
+    f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in rows.MUTABLE_COLUMNS)}, "
+    "held = ?, pause_until_us = ? WHERE id = ?"
 )
 _INSERT_EVENT = (
     "INSERT INTO events (task_id, tenant, kind, status, data, terminal) VALUES (?, ?, ?, ?, ?, ?)"
@@ -112,13 +128,106 @@ class SQLiteStore:
             self._changed()
         return stored, created
 
-    async def published(self, task_id: str) -> None:
+    async def published(self, task_id: str, envelope: str | None = None) -> None:
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE tasks SET outbox = NULL, outbox_us = NULL WHERE id = ?", (task_id,)
+                "UPDATE tasks SET outbox = NULL, outbox_us = NULL WHERE id = ? "
+                "AND (? IS NULL OR outbox = ?)",
+                (task_id, envelope, envelope),
             )
 
         await self._run(f"marking task {task_id} published", work)
+
+    async def outbox(self, task_id: str) -> Unpublished | None:
+        row = await self._run(
+            f"reading the outbox of task {task_id}",
+            lambda conn: conn.execute(
+                "SELECT * FROM tasks WHERE id = ? AND outbox IS NOT NULL", (task_id,)
+            ).fetchone(),
+        )
+        return None if row is None else Unpublished(rows.from_row(row), row["outbox"])
+
+    async def pause(
+        self,
+        task_id: str,
+        *,
+        envelope: str,
+        route: wire.Route,
+        attempt: int,
+        pause: dict[str, Any],
+    ) -> Task:
+        def work(conn: sqlite3.Connection) -> tuple[Task, bool]:
+            with _transaction(conn):
+                row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+                if row is None:
+                    raise TaskNotFound(f"no task {task_id!r}")
+                task = rows.from_row(row)
+                after = changes.paused(
+                    task, route=route, attempt=attempt, pause=pause, at=pause["paused_at"]
+                )
+                if after is None:
+                    return task, False
+                conn.execute(
+                    _PAUSE_TASK,
+                    (
+                        *rows.mutable_values(after),
+                        envelope,
+                        rows.micros(pause["expires_at"]),
+                        task_id,
+                    ),
+                )
+                _insert_events(conn, [changes.moved(after)])
+            return after, True
+
+        task, changed = await self._run(f"pausing task {task_id}", work)
+        if changed:
+            self._changed()
+        return task
+
+    async def resume(
+        self, task_id: str, tenant: str, input: Mapping[str, Any], *, at: str
+    ) -> Unpublished:
+        def work(conn: sqlite3.Connection) -> Unpublished:
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT * FROM tasks WHERE id = ? AND tenant = ?", (task_id, tenant)
+                ).fetchone()
+                if row is None:
+                    raise TaskNotFound(f"no task {task_id!r}")
+                after, envelope = changes.resumed(rows.from_row(row), row["held"], input, at=at)
+                _unpark(conn, after, envelope, at)
+                _insert_events(conn, [changes.moved(after)])
+            return Unpublished(after, envelope)
+
+        resumed = await self._run(f"resuming task {task_id}", work)
+        self._changed()
+        return resumed
+
+    async def expire_pauses(self, *, now: str, limit: int) -> list[Unpublished]:
+        cutoff = rows.micros(now)
+
+        def work(conn: sqlite3.Connection) -> list[Unpublished]:
+            claimed: list[Unpublished] = []
+            with _transaction(conn):
+                found = conn.execute(
+                    "SELECT * FROM tasks WHERE status = 'paused' AND pause_until_us <= ? "
+                    "ORDER BY pause_until_us, id LIMIT ?",
+                    (cutoff, limit),
+                ).fetchall()
+                drafts = []
+                for row in found:
+                    after, record = changes.expired(rows.from_row(row), row["held"], at=now)
+                    _unpark(conn, after, record, now)
+                    drafts.append(changes.moved(after))
+                    if record is not None:
+                        claimed.append(Unpublished(after, record))
+                _insert_events(conn, drafts)
+            return claimed
+
+        claimed = await self._run("expiring pauses", work)
+        if claimed:
+            self._changed()
+        return claimed
 
     async def claim_unpublished(self, before: str, *, now: str, limit: int) -> list[Unpublished]:
         cutoff, claimed_at = rows.micros(before), rows.micros(now)
@@ -126,7 +235,7 @@ class SQLiteStore:
         def work(conn: sqlite3.Connection) -> list[Unpublished]:
             with _transaction(conn):
                 found = conn.execute(
-                    "SELECT * FROM tasks WHERE outbox IS NOT NULL AND status = 'pending' "
+                    "SELECT * FROM tasks WHERE outbox IS NOT NULL "
                     "AND outbox_us < ? ORDER BY outbox_us, id LIMIT ?",
                     (cutoff, limit),
                 ).fetchall()
@@ -315,7 +424,11 @@ class SQLiteStore:
                     loaded[row["id"]] = rows.from_row(row)
             changed, drafts = changes.plan(loaded, reports)
             conn.executemany(
-                _UPDATE_TASK, [(*rows.mutable_values(task), task.id) for task in changed.values()]
+                _APPLY_TASK,
+                [
+                    (*rows.mutable_values(task), *([task.status is TaskStatus.PAUSED] * 2), task.id)
+                    for task in changed.values()
+                ],
             )
             return _insert_events(conn, drafts)
 
@@ -332,7 +445,7 @@ class SQLiteStore:
             after = changes.canceled(task, at=at)
             if after is None:
                 return task, False
-            conn.execute(_UPDATE_TASK, (*rows.mutable_values(after), after.id))
+            _unpark(conn, after, changes.canceled_record(task, row["held"], at=at), at)
             _insert_events(conn, [changes.moved(after)])
         return after, True
 
@@ -423,6 +536,15 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _unpark(conn: sqlite3.Connection, task: Task, outbox: str | None, at: str) -> None:
+    """Write `task` with its parked envelope gone and `outbox` (if any) to send."""
+    since = rows.micros(at)
+    conn.execute(
+        _UNPARK_TASK,
+        (*rows.mutable_values(task), task.deadline_at, outbox, outbox, since, task.id),
+    )
 
 
 def _insert_events(conn: sqlite3.Connection, drafts: Sequence[changes.Draft]) -> list[Event]:

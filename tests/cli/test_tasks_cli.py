@@ -1,4 +1,5 @@
-"""The task commands (`asya submit`, `get`, `ls`, `watch`, `cancel`) against a real gateway.
+"""The task commands (`asya submit`, `get`, `ls`, `watch`, `cancel`, `resume`) against a
+real gateway.
 
 The gateway is the real one (GatewayServer: uvicorn on free ports, SQLite, the local
 transport) running in a thread of this process; the commands run in process through
@@ -596,3 +597,97 @@ def test_resolve_prefers_the_flag_then_the_environment_then_the_state_dir(
 
 def _exists(gateway: Gateway, task_id: str) -> bool:
     return httpx.get(f"{gateway.url}/v1/tasks/{task_id}", timeout=30).status_code == 200
+
+
+# --- resume ---------------------------------------------------------------------------------
+
+APPROVAL = {"prompt": "Send it?", "fields": [{"name": "approved", "type": "boolean"}]}
+
+
+def paused_task(asya: Any, gateway: Gateway) -> str:
+    """A task on a, x-pause, b, parked by x-pause (as x-pause posts it) with APPROVAL."""
+    task_id = new_id()
+    assert asya("submit", "a,x-pause,b", "--payload", '{"d": 1}', "--id", task_id).code == 0
+    envelope = {
+        "id": task_id,
+        "parent_id": None,
+        "route": {"prev": ["a"], "curr": "x-pause", "next": ["b"]},
+        "headers": {},
+        "status": {"phase": "pending", "actor": "x-pause", "attempt": 1},
+        "payload": {"d": 1},
+    }
+    response = httpx.post(
+        f"{gateway.internal_url}/internal/v1/pauses",
+        json={
+            "envelope": envelope,
+            "pause": APPROVAL,
+            "paused_at": "2030-01-01T00:00:00Z",
+            "expires_at": "2030-01-08T00:00:00Z",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return task_id
+
+
+def test_resume_prints_the_running_task_and_a_second_resume_exits_1(
+    asya: Any, gateway: Gateway
+) -> None:
+    task_id = paused_task(asya, gateway)
+    shown = asya("get", task_id, "--json").json()
+    assert shown["pause"]["prompt"] == "Send it?"
+
+    result = asya("resume", task_id, "--input", '{"approved": true}', "--json")
+    again = asya("resume", task_id, "--input", '{"approved": false}')
+
+    assert result.code == 0, result.err
+    assert (result.json()["status"], result.json()["actor"]) == ("running", "b")
+    assert gateway.task(task_id)["route"]["prev"] == ["a", "x-pause"]
+    assert again.code == 1
+    assert "is running, not paused" in again.err
+    assert "HTTP 409" in again.err
+
+
+def test_resume_reads_the_input_from_a_file_and_prints_the_task_for_people(
+    asya: Any, gateway: Gateway, tmp_path: Path
+) -> None:
+    task_id = paused_task(asya, gateway)
+    answer = tmp_path / "answer.json"
+    answer.write_text('{"approved": false}')
+
+    result = asya("resume", task_id, "--input", f"@{answer}")
+
+    assert result.code == 0, result.err
+    assert task_id in result.out
+    assert "running" in result.out
+
+
+def test_resume_with_input_that_does_not_fit_exits_1_naming_the_field(
+    asya: Any, gateway: Gateway
+) -> None:
+    task_id = paused_task(asya, gateway)
+
+    missing = asya("resume", task_id, "--input", "{}")
+    wrong = asya("resume", task_id, "--input", '{"approved": "yes"}')
+    unknown = asya("resume", "no-such-task", "--input", "{}")
+
+    assert missing.code == wrong.code == unknown.code == 1
+    assert "input.approved is required" in missing.err
+    assert "input.approved must be a boolean" in wrong.err
+    assert "no task 'no-such-task'" in unknown.err
+    assert gateway.task(task_id)["status"] == "paused"
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("{not json", "--input is not JSON"),
+        ("[1, 2]", "--input must be a JSON object"),
+        ("@/no/such/answer.json", "cannot read --input file '/no/such/answer.json'"),
+    ],
+)
+def test_resume_with_a_bad_input_argument_exits_2(asya: Any, given: str, says: str) -> None:
+    result = asya("resume", "any-task", "--input", given)
+
+    assert result.code == 2
+    assert says in result.err

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -25,10 +26,17 @@ from typing import Any
 import pytest
 
 from asya_gateway.store import InvalidCursor, open_store, schema
-from asya_gateway.store.base import Event, Store, StoreError, TaskConflict, TaskNotFound
+from asya_gateway.store.base import (
+    Event,
+    Store,
+    StoreError,
+    TaskConflict,
+    TaskNotFound,
+    Unpublished,
+)
 from asya_gateway.store.schema import CURRENT_VERSION
 from asya_gateway.tasks import Task, TaskStatus, advance, progress_of
-from asya_shared import wire
+from asya_shared import pauses, wire
 from asya_shared.wire import error_details
 from tests.gateway.builders import at, lifecycle, make_task, report, route_at, unique_id
 
@@ -82,6 +90,63 @@ def failed_report(task_id: str, hop: int = 1, when: float = 50.0) -> wire.HopRep
 
 def succeeded_report(task_id: str, result: Any = "done", when: float = 60.0) -> wire.HopReport:
     return report(task_id, "succeeded", route_at(ACTORS, 3), when=when, result=result)
+
+
+# A route with a pause in it: the task is paused at hop 1.
+PAUSING = ("a", "x-pause", "b")
+PAUSE = {
+    "prompt": "Approve?",
+    "fields": [
+        {"name": "approved", "type": "boolean", "prompt": None, "payload_key": "/approved",
+         "required": True},
+    ],
+    "paused_at": at(10),
+    "expires_at": at(100),
+}  # fmt: skip
+
+
+def held_envelope(task: Task, *, actors: Sequence[str] = PAUSING) -> dict[str, Any]:
+    """The envelope x-pause received for `task`, as it posts it to the gateway."""
+    return {
+        "id": task.id,
+        "parent_id": None,
+        "route": route_at(actors, 1),
+        "headers": {pauses.PAUSE_HEADER: {"prompt": "Approve?"}, "trace": "t-1"},
+        "status": {
+            "phase": "pending",
+            "actor": "x-pause",
+            "attempt": 1,
+            "max_attempts": 1,
+            "created_at": at(0),
+            "updated_at": at(9),
+            "deadline_at": task.deadline_at,
+            "reason": None,
+            "error": None,
+        },
+        "payload": {"draft": "hello"},
+    }
+
+
+async def paused_task(
+    store: Store, *, actors: Sequence[str] = PAUSING, deadline_at: str | None = at(300)
+) -> Task:
+    """A task created, received at its first actor, then parked at x-pause."""
+    task = make_task(actors=actors, deadline_at=deadline_at)
+    await store.create(task, envelope="{}")
+    await store.apply([report(task.id, "received", route_at(actors, 0), when=2)])
+    envelope = held_envelope(task, actors=actors)
+    return await store.pause(
+        task.id,
+        envelope=json.dumps(envelope),
+        route=envelope["route"],
+        attempt=1,
+        pause=dict(PAUSE),
+    )
+
+
+def decoded(item: Unpublished) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(item.envelope)
+    return document
 
 
 def in_order(task: Task, reports: Sequence[wire.HopReport]) -> Task:
@@ -181,7 +246,7 @@ class StoreContract:
         assert await store.claim_unpublished(at(1000), now=at(1000), limit=10) == []
         assert await store.get(task.id, task.tenant) == task
 
-    async def test_only_pending_tasks_old_enough_and_with_an_envelope_are_claimed(
+    async def test_only_envelopes_old_enough_and_not_yet_seen_arriving_are_claimed(
         self, make_store: MakeStore
     ) -> None:
         store = await make_store()
@@ -494,6 +559,248 @@ class StoreContract:
         assert await store.events_since(task.id, "acme", later[-1].seq) == []
         assert await store.events_since(task.id, "globex", 0) == []
         assert await store.events_since(unique_id(), "acme", 0) == []
+
+    # -- pause and resume -------------------------------------------------------------------
+
+    async def test_a_pause_shows_the_task_paused_once(self, make_store: MakeStore) -> None:
+        store = await make_store()
+        task = await paused_task(store)
+
+        assert (task.status, task.actor, task.pause) == (TaskStatus.PAUSED, "x-pause", PAUSE)
+        assert task.position == (1, 1, 4)
+        assert task.to_json()["pause"] == PAUSE
+        assert await store.get(task.id, "acme") == task
+        events = await store.events_since(task.id, "acme", 0)
+        assert events[-1].data == {
+            "status": "paused", "actor": "x-pause", "progress": 1 / 3, "pause": PAUSE
+        }  # fmt: skip
+        # The same pause again (x-pause redelivered), and x-pause's own earlier reports,
+        # change nothing.
+        again = await store.pause(
+            task.id, envelope="{}", route=route_at(PAUSING, 1), attempt=1, pause=dict(PAUSE)
+        )
+        assert again == task
+        assert await store.apply([report(task.id, "processing", route_at(PAUSING, 1))]) == []
+        assert len(await store.events_since(task.id, "acme", 0)) == len(events)
+
+    async def test_a_pause_of_an_unknown_or_ended_task_is_refused(
+        self, make_store: MakeStore
+    ) -> None:
+        store = await make_store()
+        with pytest.raises(TaskNotFound):
+            await store.pause(
+                unique_id(), envelope="{}", route=route_at(PAUSING, 1), attempt=1, pause=PAUSE
+            )
+        task = make_task(actors=PAUSING)
+        await store.create(task)
+        await store.cancel(task.id, "acme", at=at(5))
+        with pytest.raises(TaskConflict, match="already canceled"):
+            await store.pause(
+                task.id, envelope="{}", route=route_at(PAUSING, 1), attempt=1, pause=PAUSE
+            )
+
+    async def test_a_resume_merges_the_input_and_continues_after_x_pause(
+        self, make_store: MakeStore
+    ) -> None:
+        store = await make_store()
+        task = await paused_task(store)
+
+        resumed = await store.resume(task.id, "acme", {"approved": True}, at=at(40))
+
+        after = resumed.task
+        assert (after.status, after.actor, after.pause) == (TaskStatus.RUNNING, "b", None)
+        assert after.route == {"prev": ["a", "x-pause"], "curr": "b", "next": []}
+        assert after.position == (2, 0, 0)
+        assert after.deadline_at == at(330)  # 30 s paused: the deadline moved 30 s
+        assert "pause" not in after.to_json()
+        envelope = decoded(resumed)
+        assert envelope["route"] == after.route
+        assert envelope["payload"] == {"draft": "hello", "approved": True}
+        assert envelope["headers"] == {"trace": "t-1"}
+        assert envelope["status"]["phase"] == "pending"
+        assert envelope["status"]["deadline_at"] == at(330)
+        assert await store.get(task.id, "acme") == after
+        assert await store.outbox(task.id) == resumed
+        # x-pause's late reports (its sidecar's, and the same pause again) change nothing.
+        late = [report(task.id, "processing", route_at(PAUSING, 1), when=50)]
+        assert await store.apply(late) == []
+        await store.pause(
+            task.id, envelope="{}", route=route_at(PAUSING, 1), attempt=1, pause=dict(PAUSE)
+        )
+        assert await store.get(task.id, "acme") == after
+        with pytest.raises(TaskConflict, match="is running, not paused"):
+            await store.resume(task.id, "acme", {"approved": True}, at=at(41))
+
+    async def test_the_resumed_envelope_stays_in_the_outbox_until_published(
+        self, make_store: MakeStore
+    ) -> None:
+        store = await make_store()
+        task = await paused_task(store)
+        resumed = await store.resume(task.id, "acme", {"approved": False}, at=at(40))
+
+        # A sweep finds it though the task is running, not pending.
+        [claimed] = await store.claim_unpublished(at(50), now=at(60), limit=10)
+        assert (claimed.task.id, claimed.envelope) == (task.id, resumed.envelope)
+        await store.published(task.id, "another envelope")  # not this one: kept
+        assert await store.outbox(task.id) is not None
+        # b's first report proves the continuation reached the broker.
+        await store.apply([report(task.id, "received", route_at(PAUSING, 2), when=45)])
+        assert await store.outbox(task.id) is None
+
+    async def test_a_resume_at_the_end_of_the_route_finishes_at_x_sink(
+        self, make_store: MakeStore
+    ) -> None:
+        store = await make_store()
+        task = await paused_task(store, actors=("a", "x-pause"), deadline_at=None)
+
+        resumed = await store.resume(task.id, "acme", {"approved": True}, at=at(40))
+
+        envelope = decoded(resumed)
+        assert envelope["route"] == {"prev": ["a", "x-pause"], "curr": "x-sink", "next": []}
+        assert (envelope["status"]["phase"], envelope["status"]["actor"]) == (
+            "succeeded", "x-pause"
+        )  # fmt: skip
+        assert envelope["status"]["deadline_at"] is None
+        assert (resumed.task.status, resumed.task.actor) == (TaskStatus.RUNNING, "x-sink")
+
+    async def test_input_that_does_not_fit_leaves_the_task_paused(
+        self, make_store: MakeStore
+    ) -> None:
+        store = await make_store()
+        task = await paused_task(store)
+
+        with pytest.raises(pauses.InvalidInput, match=r"input\.approved is required") as raised:
+            await store.resume(task.id, "acme", {}, at=at(40))
+        assert raised.value.field == "input.approved"
+        with pytest.raises(pauses.InvalidInput, match="must be a boolean"):
+            await store.resume(task.id, "acme", {"approved": "yes"}, at=at(40))
+
+        assert await store.get(task.id, "acme") == task
+        assert await store.outbox(task.id) is None
+
+    async def test_a_resume_of_a_task_not_paused_or_not_found_is_refused(
+        self, make_store: MakeStore
+    ) -> None:
+        store = await make_store()
+        task = make_task()
+        await store.create(task)
+        with pytest.raises(TaskConflict, match="is pending, not paused"):
+            await store.resume(task.id, "acme", {}, at=at(5))
+        await store.apply([report(task.id, "paused", route_at(ACTORS, 0), when=2)])
+        with pytest.raises(TaskConflict, match="not by x-pause"):
+            await store.resume(task.id, "acme", {}, at=at(5))
+        paused = await paused_task(store)
+        with pytest.raises(TaskNotFound):
+            await store.resume(paused.id, "globex", {"approved": True}, at=at(5))
+        with pytest.raises(TaskNotFound):
+            await store.resume(unique_id(), "acme", {}, at=at(5))
+
+    async def test_two_concurrent_resumes_on_two_replicas_give_one_continuation(
+        self, make_store: MakeStore
+    ) -> None:
+        one, two = await make_store(), await make_store()
+        tasks = [await paused_task(one) for _ in range(5)]
+
+        async def resume(store: Store, task: Task, approved: bool) -> Unpublished | None:
+            try:
+                return await store.resume(task.id, "acme", {"approved": approved}, at=at(40))
+            except TaskConflict:
+                return None
+
+        for task in tasks:
+            results = await asyncio.gather(resume(one, task, True), resume(two, task, False))
+            [won] = [result for result in results if result is not None]
+            assert decoded(won)["payload"]["approved"] is (results[0] is not None)
+            events = await two.events_since(task.id, "acme", 0)
+            assert statuses(events).count("running") == 2  # received at a, then the resume
+
+    async def test_an_expired_pause_fails_the_task_once_with_a_record_for_x_sink(
+        self, make_store: MakeStore
+    ) -> None:
+        one, two = await make_store(), await make_store()
+        task = await paused_task(one)
+        waiting = await paused_task(one)
+        await one.resume(waiting.id, "acme", {"approved": True}, at=at(20))
+
+        assert await one.expire_pauses(now=at(99), limit=10) == []
+        claims = await asyncio.gather(
+            one.expire_pauses(now=at(100), limit=10), two.expire_pauses(now=at(100), limit=10)
+        )
+
+        [expired] = [item for claim in claims for item in claim]
+        failed = expired.task
+        assert (failed.id, failed.status, failed.reason) == (
+            task.id, TaskStatus.FAILED, "PauseExpired"
+        )  # fmt: skip
+        assert failed.error is not None
+        assert failed.error["type"] == "PauseExpired"
+        assert "paused since " + at(10) in failed.error["message"]
+        assert failed.pause is None
+        record = decoded(expired)
+        assert record["route"] == {"prev": ["a", "x-pause"], "curr": "x-sink", "next": ["b"]}
+        assert (record["status"]["phase"], record["status"]["reason"]) == (
+            "failed", "PauseExpired"
+        )  # fmt: skip
+        assert record["status"]["error"] == failed.error
+        assert await one.get(task.id, "acme") == failed
+        assert await one.outbox(task.id) == expired
+        assert statuses(await one.events_since(task.id, "acme", 0))[-1] == "failed"
+        assert await two.expire_pauses(now=at(1000), limit=10) == []
+        with pytest.raises(TaskConflict):
+            await one.resume(task.id, "acme", {"approved": True}, at=at(101))
+
+    async def test_a_canceled_pause_sends_its_envelope_to_x_sink(
+        self, make_store: MakeStore
+    ) -> None:
+        store = await make_store()
+        task = await paused_task(store)
+
+        canceled = await store.cancel(task.id, "acme", at=at(20))
+
+        assert (canceled.status, canceled.pause) == (TaskStatus.CANCELED, None)
+        record = await store.outbox(task.id)
+        assert record is not None
+        envelope = decoded(record)
+        assert envelope["route"]["curr"] == "x-sink"
+        assert (envelope["status"]["phase"], envelope["status"]["reason"]) == (
+            "canceled", "Canceled"
+        )  # fmt: skip
+        assert envelope["payload"] == {"draft": "hello"}
+        # Canceled: nothing expires, nothing resumes.
+        assert await store.expire_pauses(now=at(1000), limit=10) == []
+        with pytest.raises(TaskConflict, match="is canceled, not paused"):
+            await store.resume(task.id, "acme", {"approved": True}, at=at(21))
+
+    async def test_joining_reports_show_the_parts_arrived(self, make_store: MakeStore) -> None:
+        store = await make_store()
+        task = make_task(actors=("split", "work", "x-join", "combine"))
+        await store.create(task)
+        at_join: wire.Route = {"prev": ["split", "work"], "curr": "x-join", "next": ["combine"]}
+
+        def joining(done: int, when: float) -> wire.HopReport:
+            return report(
+                task.id, "joining", at_join, when=when, progress={"done": done, "total": 4}
+            )
+
+        await store.apply([joining(1, 5), joining(3, 6), joining(2, 7)])  # 2 came late
+
+        now = await store.get(task.id, "acme")
+        assert (now.status, now.actor, now.join) == (
+            TaskStatus.RUNNING, "x-join", {"done": 3, "total": 4}
+        )  # fmt: skip
+        assert now.position == (2, 1, 8)
+        assert now.progress == pytest.approx(3 / 4)  # joined parts / N
+        assert now.to_json()["join"] == {"done": 3, "total": 4}
+        events = await store.events_since(task.id, "acme", 0)
+        assert [event.data.get("join") for event in events] == [
+            None, {"done": 1, "total": 4}, {"done": 3, "total": 4}
+        ]  # fmt: skip
+        # The joined envelope goes on: the counts are gone.
+        at_combine: wire.Route = {
+            "prev": ["split", "work", "x-join"], "curr": "combine", "next": []
+        }  # fmt: skip
+        await store.apply([report(task.id, "received", at_combine, when=8)])
+        assert (await store.get(task.id, "acme")).join is None
 
     # -- cancel ------------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from asya_gateway import a2a_mapping as mapping
 from asya_gateway.auth import hash_key
 from asya_gateway.flows import Flow
 from asya_gateway.server import GatewayServer
-from asya_shared import wire
+from asya_shared import pauses, wire
 from asya_transports.local import LocalTransport
 from tests.gateway.gateway_fixtures import (
     SERVED_STATE,
@@ -437,17 +437,95 @@ async def test_an_unknown_or_foreign_task_is_not_found(start_gateway: StartGatew
         await globex.cancel_task(CancelTaskRequest(id=started.id))
 
 
-async def test_a_message_for_a_paused_task_says_resuming_is_not_supported_yet(
+PAUSE_FLOW = """
+flows:
+  - name: echo
+    route: [a, x-pause, b]
+"""
+
+
+async def pause_at_x_pause(gateway: Gateway, task_id: str, spec: dict[str, Any]) -> None:
+    """Play a (pass the envelope on) and x-pause (park it in the gateway) for the task."""
+    async with LocalTransport(gateway.state_dir) as transport:
+        envelope = await receive_envelope(transport, "a")
+    assert envelope["id"] == task_id
+    envelope["route"] = {"prev": ["a"], "curr": "x-pause", "next": ["b"]}
+    envelope["headers"][pauses.PAUSE_HEADER] = spec
+    body = {
+        "envelope": envelope,
+        "pause": pauses.parse_spec(spec).to_json(),
+        "paused_at": "2030-01-01T00:00:00.000Z",
+        "expires_at": "2030-01-08T00:00:00.000Z",
+    }
+    response = await gateway.http.post(
+        f"{gateway.server.internal_url}/internal/v1/pauses", json=body
+    )
+    assert response.status_code == 200, response.text
+
+
+APPROVE = {"prompt": "Send it?", "fields": [{"name": "approved", "type": "boolean"}]}
+
+
+async def test_a_paused_task_asks_for_input_and_a_message_resumes_it(
     start_gateway: StartGateway,
 ) -> None:
-    gateway = await start_gateway()
+    gateway = await start_gateway(PAUSE_FLOW)
     client = await gateway.client(streaming=False)
-    started = await sent_task(client, request(message(Part(text="hi")), now=True))
-    await gateway.report(report(started.id, "paused", curr="a", reason="WaitingForInput"))
+    started = await sent_task(client, request(message(new_data_part({"d": 1})), now=True))
+    await pause_at_x_pause(gateway, started.id, APPROVE)
+
     got = await client.get_task(GetTaskRequest(id=started.id))
+
     assert got.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
-    with pytest.raises(UnsupportedOperationError, match="not supported yet"):
-        await send(client, request(message(Part(text="yes"), task_id=started.id)))
+    text, data = got.status.message.parts
+    assert "waiting for input: Send it?" in text.text
+    assert "- approved (boolean, required)" in text.text
+    shown = mapping.plain(get_data_parts([data])[0])
+    assert (shown["prompt"], shown["fields"][0]["name"]) == ("Send it?", "approved")
+    # An input that does not fit: a JSON-RPC error naming the field; still paused.
+    wrong = message(new_data_part({"approved": "yes"}), task_id=started.id)
+    with pytest.raises(InvalidParamsError, match=r"input\.approved must be a boolean"):
+        await send(client, request(wrong, now=True))
+    with pytest.raises(InvalidParamsError, match="needs its input as a data part"):
+        await send(client, request(message(Part(text="yes"), task_id=started.id), now=True))
+
+    resumed = await sent_task(
+        client, request(message(new_data_part({"approved": True}), task_id=started.id), now=True)
+    )
+
+    assert resumed.id == started.id
+    assert resumed.status.state == TaskState.TASK_STATE_WORKING
+    assert await gateway.payload("b") == {"d": 1, "approved": True}
+    with pytest.raises(UnsupportedOperationError, match="can only continue a paused task"):
+        await send(client, request(message(Part(text="more"), task_id=started.id)))
+
+
+async def test_a_text_message_resumes_a_pause_with_one_string_field(
+    start_gateway: StartGateway,
+) -> None:
+    gateway = await start_gateway(PAUSE_FLOW)
+    client = await gateway.client(streaming=False)
+    started = await sent_task(client, request(message(new_data_part({"d": 1})), now=True))
+    await pause_at_x_pause(gateway, started.id, {"fields": [{"name": "reply"}]})
+
+    await sent_task(client, request(message(Part(text="Sure, go"), task_id=started.id), now=True))
+
+    assert await gateway.payload("b") == {"d": 1, "reply": "Sure, go"}
+
+
+async def test_a_blocking_send_returns_when_the_task_pauses(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(PAUSE_FLOW)
+    client = await gateway.client(streaming=False)
+
+    async def play() -> None:
+        task_id = await gateway.newest_task()
+        await pause_at_x_pause(gateway, task_id, APPROVE)
+
+    player = asyncio.create_task(play())
+    answered = await sent_task(client, request(message(new_data_part({"d": 1}))))
+    await player
+
+    assert answered.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
 
 
 # -------------------------------------------------------------------------------- auth
@@ -530,6 +608,25 @@ def test_every_status_maps_to_its_state(status: str, state: TaskState) -> None:
     says_why = status in ("failed", "canceled", "paused")
     assert made.status.HasField("message") == says_why
     assert made.status.timestamp.ToJsonString() == "2030-01-01T00:00:00Z"
+
+
+def test_a_paused_status_says_what_the_pause_asks_for() -> None:
+    pause = {
+        "prompt": "Send it?",
+        "fields": [{"name": "reply", "type": "string", "prompt": "Your words", "required": False}],
+        "paused_at": "2030-01-01T00:00:00.000Z",
+        "expires_at": "2030-01-02T00:00:00.000Z",
+    }
+    change = {"status": "paused", "actor": "x-pause", "progress": 0.5, "pause": pause}
+
+    event = mapping.TaskEvents("t", "c").status(change)
+
+    assert event.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+    text, data = event.status.message.parts
+    assert "- reply (string, optional): Your words" in text.text
+    assert "(or as text)" in text.text
+    assert "expires at 2030-01-02T00:00:00.000Z" in text.text
+    assert mapping.plain(get_data_parts([data])[0]) == pause
 
 
 def test_an_unknown_status_is_refused() -> None:

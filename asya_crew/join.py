@@ -174,7 +174,7 @@ class Emitter:
                 emission, size=len(body), limit=transport.max_message_bytes, now=now
             )
             body = _encode(emission.envelope)
-        queue = names.queue_name(self.settings.namespace, emission.actor)
+        queue = names.queue_name(emission.namespace or self.settings.namespace, emission.actor)
         await transport.send(queue, body)
         await self.store.finish(claimed.origin, now_us=micros(now_utc()))
         JOINS.labels(outcome=_outcome(emission)).inc()

@@ -42,6 +42,9 @@ class Emission:
     envelope: dict[str, Any]
     joined: int  # parts that arrived and succeeded
     missing: tuple[int, ...]  # indexes that failed or never came
+    # The namespace of `actor`'s queue when it is a pipeline's actor and x-join runs in the
+    # crew's namespace; None: x-join's own (the crew lives there).
+    namespace: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -86,7 +89,12 @@ def decide(claimed: Claimed, *, now: datetime.datetime) -> Emission:
         message = incomplete_message(claimed, missing, failures)
         error = _error(joins.JOIN_INCOMPLETE, message)
         return _finished(opener, payload, error, joined, missing, now)
-    return _onward(opener, payload, joined, missing, now)
+    emission = _onward(opener, payload, joined, missing, now)
+    if emission.actor in names.RESERVED:
+        return emission
+    raw = _object(_object(opener.get("headers")).get(joins.OPEN_HEADER))
+    namespace = raw.get("namespace")
+    return dataclasses.replace(emission, namespace=namespace if namespace else None)
 
 
 def oversize(emission: Emission, *, size: int, limit: int, now: datetime.datetime) -> Emission:

@@ -535,7 +535,9 @@ def _with_mounts(existing: list[Any], ours: list[Obj], where: str) -> list[Obj]:
     return mounts
 
 
-def _runtime_container(actor: AsyncActor, base: Obj | None, config: OperatorConfig) -> Obj:
+def _runtime_container(
+    actor: AsyncActor, base: Obj | None, config: OperatorConfig, crew: _CrewWiring
+) -> Obj:
     spec = actor.spec
     where = f"spec.template container {RUNTIME_CONTAINER!r}"
     container: Obj = dict(base or {})
@@ -556,11 +558,13 @@ def _runtime_container(actor: AsyncActor, base: Obj | None, config: OperatorConf
         instead = RESERVED_RUNTIME_ENV.get(item["name"])
         if instead is not None:
             raise RenderError(f"spec.env: {item['name']} is set by the operator; {instead}")
+    given = {item["name"] for item in user_env}
     ours = [
         _value(env.HANDLER, spec.handler),
         _value(env.SOCKET_DIR, SOCKET_DIR),
         _value(env.RUNTIME_CONCURRENCY, spec.concurrency),
-        *_crew_gateway_env(actor, config, user_env),
+        # The crew's own spec.env wins, once: two entries of one name would hide each other.
+        *(item for item in _crew_runtime_env(actor, config, crew) if item["name"] not in given),
     ]
     container.update(
         name=RUNTIME_CONTAINER,
@@ -585,6 +589,7 @@ def _runtime_container(actor: AsyncActor, base: Obj | None, config: OperatorConf
             {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},
             {"name": RUNTIME_VOLUME, "mountPath": RUNTIME_DIR, "readOnly": True},
             {"name": RUNTIME_TMP_VOLUME, "mountPath": "/tmp"},
+            *(crew.wiring.mounts if publishes(actor.actor) else []),
         ],
         where,
     )
@@ -599,13 +604,54 @@ def _gateway_env(config: OperatorConfig) -> list[Obj]:
     return [] if config.gateway is None else [_value(env.GATEWAY_URL, config.gateway.url)]
 
 
-def _crew_gateway_env(actor: AsyncActor, config: OperatorConfig, user_env: list[Obj]) -> list[Obj]:
-    """The crew's handlers report the terminal status (x-sink) and the failures that never
-    reach x-sink (x-sump), so they need the URL as much as their sidecars do: without it
-    every task would stay running. An ASYA_GATEWAY_URL of the actor's own spec.env wins."""
-    if actor.actor not in names.CREW or any(i["name"] == env.GATEWAY_URL for i in user_env):
+@dataclass(frozen=True)
+class _CrewWiring:
+    """What a crew handler may need of its pod's transport: its type and what it adds."""
+
+    transport_type: str
+    wiring: _Wiring
+
+
+def publishes(actor_name: str) -> bool:
+    """Whether the actor's handler publishes envelopes itself, as a sidecar does: x-join
+    sends each joined envelope on once it holds every part."""
+    return actor_name == names.JOIN
+
+
+def _crew_runtime_env(actor: AsyncActor, config: OperatorConfig, crew: _CrewWiring) -> list[Obj]:
+    """What the crew's handlers need besides their own settings (spec.env).
+
+    Every crew handler reports: x-sink the terminal status, x-sump the failures that never
+    reach x-sink, x-join the progress of a join, x-pause hands the task to the gateway. So
+    they get the URL as their sidecars do; without it every task would stay running.
+    x-join also gets the transport exactly as its sidecar has it (the same type, namespace
+    and variables, Secrets as references) to publish on the same broker."""
+    if actor.actor not in names.RESERVED:
         return []
-    return _gateway_env(config)
+    found = _gateway_env(config)
+    if publishes(actor.actor):
+        found += [
+            _value(env.TRANSPORT, crew.transport_type),
+            _value(env.NAMESPACE, actor.namespace),
+            *crew.wiring.env,
+        ]
+    return found
+
+
+def _check_crew(actor: AsyncActor, config: OperatorConfig) -> None:
+    """x-pause only hands tasks to a gateway; without one it would fail at its first
+    envelope, so it is refused here with what to set. An envFrom may carry the URL: then
+    the runtime says so itself if it does not."""
+    if actor.actor != names.PAUSE or config.gateway is not None or actor.spec.env_from:
+        return
+    if any(isinstance(i, dict) and i.get("name") == env.GATEWAY_URL for i in actor.spec.env):
+        return
+    raise RenderError(
+        f"{names.PAUSE} hands paused tasks to the gateway, and no gateway URL is known: set "
+        f"gateway.url in the operator's configuration, or {env.GATEWAY_URL} in spec.env "
+        "(the asya-crew chart's gateway.url); without a gateway, leave x-pause out (the "
+        "asya-crew chart's pause.enabled: false)"
+    )
 
 
 def _built_in_image(handler: str, config: OperatorConfig) -> str | None:
@@ -627,11 +673,11 @@ def _sidecar_container(
     config: OperatorConfig,
     *,
     transport_type: str,
-    queues: tuple[str, str, str],
+    queues: tuple[str, str, str, str, str],
     wiring: _Wiring,
 ) -> Obj:
     spec = actor.spec
-    queue, sink, sump = queues
+    queue, sink, sump, join, pause = queues
     resiliency = spec.resiliency.model_dump(mode="json", by_alias=True, exclude_none=True)
     sidecar_env = [
         _value(env.ACTOR, actor.actor),
@@ -640,6 +686,8 @@ def _sidecar_container(
         _value(env.QUEUE, queue),
         _value(env.SINK_QUEUE, sink),
         _value(env.SUMP_QUEUE, sump),
+        _value(env.JOIN_QUEUE, join),
+        _value(env.PAUSE_QUEUE, pause),
         _value(env.SOCKET_DIR, SOCKET_DIR),
         _value(env.CONCURRENCY, spec.concurrency),
         _value(env.ACTOR_TIMEOUT, spec.resiliency.actor_timeout),
@@ -850,10 +898,13 @@ def build(
     ConfigMap, [TriggerAuthentication], Deployment, [ScaledObject]. Pure; raises RenderError
     with what to fix."""
     _check_spec(actor)
+    _check_crew(actor, config)
     transport_type = plan.transport.type
     crew_namespace = config.crew_namespace or actor.namespace
     sink = _queue(crew_namespace, names.SINK, transport_type)
     sump = _queue(crew_namespace, names.SUMP, transport_type)
+    join = _queue(crew_namespace, names.JOIN, transport_type)
+    pause = _queue(crew_namespace, names.PAUSE, transport_type)
     wiring = _wiring(actor, plan)
 
     template_metadata, pod = _split_template(actor)
@@ -863,12 +914,14 @@ def build(
         actor,
         config,
         transport_type=transport_type,
-        queues=(plan.queue, sink, sump),
+        queues=(plan.queue, sink, sump, join, pause),
         wiring=wiring,
     )
     parts = _Containers(
         # The template's asya-runtime is taken out of its list and merged with the flat fields.
-        runtime=_runtime_container(actor, _take_runtime(others, inits), config),
+        runtime=_runtime_container(
+            actor, _take_runtime(others, inits), config, _CrewWiring(transport_type, wiring)
+        ),
         sidecar=sidecar,
         others=others,
         inits=inits,

@@ -13,6 +13,9 @@ TRANSPORT = "ASYA_TRANSPORT"
 QUEUE = "ASYA_QUEUE"
 SINK_QUEUE = "ASYA_SINK_QUEUE"
 SUMP_QUEUE = "ASYA_SUMP_QUEUE"
+# The holding crew's queues, in the crew's namespace like x-sink's (default: the actor's own).
+JOIN_QUEUE = "ASYA_JOIN_QUEUE"
+PAUSE_QUEUE = "ASYA_PAUSE_QUEUE"
 QUEUE_AUTOCREATE = "ASYA_QUEUE_AUTOCREATE"
 
 # Runtime link

@@ -31,6 +31,8 @@ class SidecarConfig:
     queue: str
     sink_queue: str
     sump_queue: str
+    join_queue: str
+    pause_queue: str
     queue_autocreate: bool
     socket_dir: str
     concurrency: int
@@ -61,11 +63,15 @@ class SidecarConfig:
         return self.actor in names.CREW
 
     def queue_of(self, actor: str) -> str:
-        """The queue that delivers to `actor` (sink and sump may be overridden by env)."""
-        if actor == names.SINK:
-            return self.sink_queue
-        if actor == names.SUMP:
-            return self.sump_queue
+        """The queue that delivers to `actor` (the crew's may be overridden by env)."""
+        crew = {
+            names.SINK: self.sink_queue,
+            names.SUMP: self.sump_queue,
+            names.JOIN: self.join_queue,
+            names.PAUSE: self.pause_queue,
+        }
+        if actor in crew:
+            return crew[actor]
         if actor == self.actor:
             return self.queue
         return names.check_queue_name(names.queue_name(self.namespace, actor), self.transport)
@@ -156,6 +162,8 @@ def load(environ: Mapping[str, str]) -> SidecarConfig:
         queue=queue(env.QUEUE, actor) if actor_ok else "",
         sink_queue=queue(env.SINK_QUEUE, names.SINK),
         sump_queue=queue(env.SUMP_QUEUE, names.SUMP),
+        join_queue=queue(env.JOIN_QUEUE, names.JOIN),
+        pause_queue=queue(env.PAUSE_QUEUE, names.PAUSE),
         queue_autocreate=flag(env.QUEUE_AUTOCREATE),
         socket_dir=text(env.SOCKET_DIR, "/var/run/asya"),
         concurrency=integer(env.CONCURRENCY, 1, minimum=1, maximum=10_000),

@@ -384,6 +384,7 @@ class Consumer:
             crew_retry_delay=self.config.crew_retry_delay,
             resiliency=self.config.resiliency,
             rand=random.random(),
+            namespace=self.config.namespace,
         )
 
     async def _carry_out(self, decision: routing.Decision) -> None:

@@ -30,6 +30,7 @@ class Join:
     level: joins.Level  # index -1: each part gets its own
     outer: tuple[joins.Level, ...]
     opener_route: Route
+    namespace: str = ""  # where the actors after x-join live ("" : x-join's own)
 
     def part(self, out: dict[str, Any], index: int) -> dict[str, Any]:
         """Result `index` as forwarded (envelope.forward), made a part of this join."""
@@ -50,6 +51,8 @@ class Join:
         out["route"] = self.opener_route.to_json()
         kept = {k: v for k, v in headers.items() if k != joins.OPTIONS_HEADER}
         kept[joins.OPEN_HEADER] = self.level.opener_header()
+        if self.namespace:
+            kept[joins.OPEN_HEADER]["namespace"] = self.namespace
         if self.outer:
             kept[joins.PART_HEADER] = [item.to_json() for item in self.outer]
         else:
@@ -62,7 +65,9 @@ class Join:
         return out
 
 
-def plan(env: Envelope, frames: Sequence[Frame], *, now: datetime.datetime) -> Join | None:
+def plan(
+    env: Envelope, frames: Sequence[Frame], *, now: datetime.datetime, ns: str = ""
+) -> Join | None:
     """The join these results open, or None. Raises joins.InvalidJoin for results that
     cannot be joined (bad options, too many parts, an ungathered fan-out inside a part)."""
     if not frames:
@@ -96,4 +101,4 @@ def plan(env: Envelope, frames: Sequence[Frame], *, now: datetime.datetime) -> J
         deadline_at=envelope.timestamp(deadline),
     )
     route = Route((*first.prev, *ahead[:position]), names.JOIN, tuple(ahead[position + 1 :]))
-    return Join(level=level, outer=outer, opener_route=route)
+    return Join(level=level, outer=outer, opener_route=route, namespace=ns)

@@ -83,6 +83,9 @@ class Context:
     crew_retry_delay: float
     resiliency: Resiliency = field(default_factory=Resiliency)
     rand: float = 0.0  # a uniform draw in [0, 1) for retry jitter
+    # This actor's namespace: an opener tells x-join (which may live in the crew's) where
+    # the joined envelope's next actor is.
+    namespace: str = ""
 
     @property
     def is_crew(self) -> bool:
@@ -265,7 +268,7 @@ def _route_frames(
             return reject(body, Invalid(checked.reason, checked.message, env.fields), ctx)
         frames.append(checked)
     try:
-        join = None if ctx.is_crew else fanin.plan(env, frames, now=ctx.now)
+        join = None if ctx.is_crew else fanin.plan(env, frames, now=ctx.now, ns=ctx.namespace)
     except joins.InvalidJoin as exc:
         return reject(body, Invalid(Reason.INVALID_RESULT, str(exc), env.fields), ctx)
     outputs = []

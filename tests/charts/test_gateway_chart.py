@@ -734,12 +734,18 @@ def actor_pod_labels(namespace: str, **spec: Any) -> dict[str, str]:
 
 
 def crew_pod_labels() -> list[dict[str, str]]:
-    found = []
-    for actor in of_kind(render(CREW, {}, CREW_NAMESPACE), "AsyncActor"):
+    """The pods of the whole crew: x-sink, x-sump, x-join and x-pause. x-pause is off by
+    default; where a gateway runs it is on, and it is the crew actor that most needs the
+    internal port."""
+    values = {"pause": {"enabled": True}}
+    found: dict[str, dict[str, str]] = {}
+    for actor in of_kind(render(CREW, values, CREW_NAMESPACE), "AsyncActor"):
         objects = operator_render.render(AsyncActor.from_object(actor), OPERATOR_CONFIG)
-        found.append(one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"])
-    assert len(found) == 2
-    return found
+        found[actor["metadata"]["name"]] = one(objects, "Deployment")["spec"]["template"][
+            "metadata"
+        ]["labels"]
+    assert set(found) == {names.SINK, names.SUMP, names.JOIN, names.PAUSE}
+    return list(found.values())
 
 
 def policy_of(values: dict[str, Any]) -> Obj:

@@ -159,3 +159,14 @@ def test_oversize_fails_without_the_results_and_keeps_the_route(next_: list[str]
         "curr": "x-sink",
         "next": next_,
     }
+
+
+def test_the_joined_envelope_goes_on_in_the_namespace_the_opener_names() -> None:
+    text = json.loads(opener())
+    text["headers"][joins.OPEN_HEADER]["namespace"] = "team-a"
+    parts = {0: ok(1), 1: ok(2), 2: ok(3)}
+    onward = joining.decide(claimed(parts, opener_text=json.dumps(text)), now=NOW)
+    assert (onward.actor, onward.namespace) == ("combine", "team-a")
+    # The crew's own actors are in x-join's namespace, whatever the opener says.
+    failed = joining.decide(claimed({0: ok(1)}, opener_text=json.dumps(text)), now=NOW)
+    assert (failed.actor, failed.namespace) == ("x-sink", None)

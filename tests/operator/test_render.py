@@ -616,6 +616,9 @@ def test_sidecar_settings_come_from_the_operator_config() -> None:
     sidecar_env = literal_env(sidecar)
     assert sidecar_env[env.SINK_QUEUE] == "asya-asya-crew-x-sink"
     assert sidecar_env[env.SUMP_QUEUE] == "asya-asya-crew-x-sump"
+    # The holding crew lives with the rest of the crew.
+    assert sidecar_env[env.JOIN_QUEUE] == "asya-asya-crew-x-join"
+    assert sidecar_env[env.PAUSE_QUEUE] == "asya-asya-crew-x-pause"
     assert sidecar_env[env.QUEUE] == "asya-ml-infer"
 
 

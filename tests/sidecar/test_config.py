@@ -33,6 +33,8 @@ def test_every_setting_can_be_given() -> None:
             "ASYA_QUEUE": "custom-in",
             "ASYA_SINK_QUEUE": "sink-q",
             "ASYA_SUMP_QUEUE": "sump-q",
+            "ASYA_JOIN_QUEUE": "asya-crew-x-join",
+            "ASYA_PAUSE_QUEUE": "asya-crew-x-pause",
             "ASYA_SOCKET_DIR": "/tmp/s",
             "ASYA_CONCURRENCY": "16",
             "ASYA_ACTOR_TIMEOUT": "5m",
@@ -58,6 +60,8 @@ def test_every_setting_can_be_given() -> None:
     assert settings.queue_of("next-one") == "asya-prod-next-one"
     assert settings.queue_of("x-sink") == "sink-q"
     assert settings.queue_of("x-sump") == "sump-q"
+    assert settings.queue_of("x-join") == "asya-crew-x-join"
+    assert settings.queue_of("x-pause") == "asya-crew-x-pause"
 
 
 def test_all_problems_are_reported_together() -> None:

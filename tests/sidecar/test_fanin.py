@@ -249,3 +249,12 @@ def test_a_part_of_a_canceled_join_is_canceled_even_when_nested() -> None:
     env, _ = incoming(route, headers={joins.PART_HEADER: levels}, env_id="t1-0-1")
     assert routing.is_canceled(env, {"t1"})
     assert not routing.is_canceled(env, {"t2"})
+
+
+def test_the_opener_names_the_namespace_the_joined_envelope_goes_on_in() -> None:
+    """x-join may run in the crew's namespace: it sends the joined envelope to the next
+    actor in the namespace of the actor that fanned out."""
+    env, body = incoming(SPLIT)
+    here = Context(**{**ctx().__dict__, "namespace": "team-a"})
+    out = sent(routing.decide(env, frames(env, ["a"]), body=body, ctx=here))
+    assert out[-1][1]["headers"][joins.OPEN_HEADER]["namespace"] == "team-a"

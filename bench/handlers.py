@@ -18,3 +18,12 @@ async def ticker(payload):
         yield "FLY", {"n": n}
         await asyncio.sleep(payload["every_s"])
     yield payload
+
+
+def split(payload):
+    """`n` parts, for the join bench."""
+    return [{"i": i} for i in range(payload["n"])]
+
+
+def double(payload):
+    return payload["i"] * 2

@@ -28,6 +28,7 @@ from asya_crew.joinstore.base import (
     check_add,
     lease_until,
 )
+from asya_shared import sqlite_files
 
 __all__ = ["SQLiteJoinStore"]
 
@@ -207,31 +208,17 @@ class SQLiteJoinStore:
 
     def _connect(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite_files.connect(self.path, busy_timeout_s=BUSY_TIMEOUT_S)
         except OSError as exc:
             raise JoinStoreError(
                 f"cannot create the directory of the join store {self.url}: {exc}; give "
                 "ASYA_JOIN_STORE a path this process may write"
             ) from exc
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True
-        )
-        try:
-            conn.row_factory = sqlite3.Row
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise JoinStoreError(
-                    f"the join store {self.url} cannot use SQLite's WAL mode (got {mode!r}); "
-                    "put the file on a local file system"
-                )
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            # NORMAL is durable against a process crash in WAL mode; a power cut may lose the
-            # last transactions, whose messages were not acked yet and come again.
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            conn.close()  # e.g. the file is not a database
-            raise
-        self._conn = conn
+        except sqlite_files.NoWal as exc:
+            raise JoinStoreError(
+                f"the join store {self.url} cannot use SQLite's WAL mode (got {exc.mode!r}); "
+                "put the file on a local file system"
+            ) from None
 
     def _disconnect(self, conn: sqlite3.Connection) -> None:
         conn.close()

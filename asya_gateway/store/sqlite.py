@@ -30,7 +30,7 @@ from asya_gateway.store import changes, rows, schema, urls
 from asya_gateway.store.base import Event, Page, StoreError, TaskNotFound, Unpublished
 from asya_gateway.store.hub import Hub, Subscription
 from asya_gateway.tasks import TERMINAL, Task, TaskStatus
-from asya_shared import wire
+from asya_shared import sqlite_files, wire
 
 __all__ = ["SQLiteStore"]
 
@@ -338,31 +338,17 @@ class SQLiteStore:
 
     def _connect(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite_files.connect(self.path, busy_timeout_s=BUSY_TIMEOUT_S)
         except OSError as exc:
             raise StoreError(
                 f"cannot create the directory of the gateway store {self.url}: {exc}; give "
                 "--store / ASYA_GATEWAY_STORE a path the gateway may write"
             ) from exc
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=True
-        )
-        try:
-            conn.row_factory = sqlite3.Row
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(
-                    f"the gateway store {self.url} cannot use SQLite's WAL mode (got "
-                    f"{mode!r}); put the file on a local file system"
-                )
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            # NORMAL is durable against a process crash in WAL mode; only a power cut may
-            # lose the last transactions, which costs status freshness, never an envelope.
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            conn.close()  # e.g. the file is not a database
-            raise
-        self._conn = conn
+        except sqlite_files.NoWal as exc:
+            raise StoreError(
+                f"the gateway store {self.url} cannot use SQLite's WAL mode (got "
+                f"{exc.mode!r}); put the file on a local file system"
+            ) from None
 
     def _disconnect(self, conn: sqlite3.Connection) -> None:
         conn.close()

@@ -13,21 +13,7 @@ from asya_sidecar import envelope, routing
 from asya_sidecar.envelope import Envelope, Reason
 from asya_sidecar.routing import Context, Outcome
 from asya_sidecar.runtime_client import Frames, Parked
-from asya_sidecar.tracing import TraceContext
-
-NOW = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
-TRACE = TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
-
-
-def ctx(actor: str = "split", *, max_bytes: int = 1_000_000) -> Context:
-    return Context(
-        actor=actor,
-        now=NOW,
-        trace=TRACE,
-        new_id="fresh-id",
-        max_message_bytes=max_bytes,
-        crew_retry_delay=10.0,
-    )
+from tests.sidecar.test_routing import NOW, ctx
 
 
 def incoming(
@@ -69,7 +55,7 @@ SPLIT = {"prev": ["load"], "curr": "split", "next": ["summarize", "x-join", "com
 
 def test_fanout_toward_xjoin_opens_a_join_with_own_ids_and_an_opener() -> None:
     env, body = incoming(SPLIT)
-    decision = routing.decide(env, frames(env, ["a", "b", "c"]), body=body, ctx=ctx())
+    decision = routing.decide(env, frames(env, ["a", "b", "c"]), body=body, ctx=ctx("split"))
     assert decision.outcome is Outcome.ROUTED
     out = sent(decision)
     assert [actor for actor, _ in out] == ["summarize"] * 3 + ["x-join"]
@@ -84,7 +70,7 @@ def test_fanout_toward_xjoin_opens_a_join_with_own_ids_and_an_opener() -> None:
             "count": 3,
             "into": "/results",
             "policy": "fail",
-            "deadline_at": "2026-12-07T12:10:00.000Z",
+            "deadline_at": "2026-11-24T12:10:00.000Z",
         }
         assert part["route"] == {
             "prev": ["load", "split"],
@@ -109,18 +95,18 @@ def test_handler_options_choose_into_timeout_and_policy_and_do_not_travel_on() -
     env, body = incoming(SPLIT)
     options = {"into": "/summaries", "timeout": "30s", "policy": "partial"}
     decision = routing.decide(
-        env, frames(env, [1, 2], **{joins.OPTIONS_HEADER: options}), body=body, ctx=ctx()
+        env, frames(env, [1, 2], **{joins.OPTIONS_HEADER: options}), body=body, ctx=ctx("split")
     )
     out = sent(decision)
     level = out[0][1]["headers"][joins.PART_HEADER][0]
     assert (level["into"], level["policy"]) == ("/summaries", "partial")
-    assert level["deadline_at"] == "2026-12-07T12:00:30.000Z"
+    assert level["deadline_at"] == "2026-11-24T12:00:30.000Z"
     assert all(joins.OPTIONS_HEADER not in msg["headers"] for _, msg in out)
 
 
 def test_fanout_without_xjoin_ahead_keeps_the_old_ids() -> None:
     env, body = incoming({"prev": [], "curr": "split", "next": ["summarize"]})
-    out = sent(routing.decide(env, frames(env, ["a", "b"]), body=body, ctx=ctx()))
+    out = sent(routing.decide(env, frames(env, ["a", "b"]), body=body, ctx=ctx("split")))
     assert [msg["id"] for _, msg in out] == ["t1", "t1-1"]
     assert all(joins.PART_HEADER not in msg["headers"] for _, msg in out)
 
@@ -132,7 +118,7 @@ def test_a_part_moving_on_toward_its_xjoin_opens_nothing_more() -> None:
         "count": 3,
         "into": "/results",
         "policy": "fail",
-        "deadline_at": "2026-12-07T12:10:00.000Z",
+        "deadline_at": "2026-11-24T12:10:00.000Z",
     }
     route = {"prev": ["split"], "curr": "summarize", "next": ["x-join", "combine"]}
     env, body = incoming(route, headers={joins.PART_HEADER: [level]}, env_id="t1-1")
@@ -148,7 +134,7 @@ def test_nested_fanout_opens_an_inner_join_closed_by_the_first_xjoin() -> None:
         "count": 3,
         "into": "/results",
         "policy": "fail",
-        "deadline_at": "2026-12-07T12:10:00.000Z",
+        "deadline_at": "2026-11-24T12:10:00.000Z",
     }
     route = {"prev": ["split"], "curr": "sub", "next": ["work", "x-join", "x-join", "combine"]}
     env, body = incoming(route, headers={joins.PART_HEADER: [outer]}, env_id="t1-2")
@@ -169,7 +155,7 @@ def test_an_ungathered_fanout_inside_a_part_is_refused_clearly() -> None:
         "count": 2,
         "into": "/results",
         "policy": "fail",
-        "deadline_at": "2026-12-07T12:10:00.000Z",
+        "deadline_at": "2026-11-24T12:10:00.000Z",
     }
     route = {"prev": ["split"], "curr": "summarize", "next": ["x-join"]}
     env, body = incoming(route, headers={joins.PART_HEADER: [level]}, env_id="t1-0")
@@ -196,7 +182,7 @@ def test_bad_join_options_send_the_input_to_the_sump_naming_the_header(
 ) -> None:
     env, body = incoming(SPLIT)
     decision = routing.decide(
-        env, frames(env, [1, 2], **{joins.OPTIONS_HEADER: options}), body=body, ctx=ctx()
+        env, frames(env, [1, 2], **{joins.OPTIONS_HEADER: options}), body=body, ctx=ctx("split")
     )
     assert decision.outcome is Outcome.SUMPED
     message = json.loads(decision.outputs[0].body)["status"]["error"]["message"]
@@ -207,7 +193,7 @@ def test_bad_join_options_send_the_input_to_the_sump_naming_the_header(
 def test_more_parts_than_a_join_takes_are_refused() -> None:
     env, body = incoming(SPLIT)
     many = frames(env, list(range(joins.MAX_PARTS + 1)))
-    decision = routing.decide(env, many, body=body, ctx=ctx(max_bytes=10**9))
+    decision = routing.decide(env, many, body=body, ctx=ctx("split", max_bytes=10**9))
     assert decision.outcome is Outcome.SUMPED
     assert (
         str(joins.MAX_PARTS) in json.loads(decision.outputs[0].body)["status"]["error"]["message"]
@@ -217,7 +203,7 @@ def test_more_parts_than_a_join_takes_are_refused() -> None:
 def test_an_opener_too_big_for_the_transport_is_refused_as_oversize() -> None:
     # Small parts fit; the opener carries the splitter's big input and does not.
     env, body = incoming(SPLIT, payload={"doc": "x" * 3000})
-    decision = routing.decide(env, frames(env, [1, 2]), body=body, ctx=ctx(max_bytes=2000))
+    decision = routing.decide(env, frames(env, [1, 2]), body=body, ctx=ctx("split", max_bytes=2000))
     assert decision.outcome is Outcome.SUMPED
     assert decision.reason is Reason.OVERSIZE_RESULT
 
@@ -241,7 +227,7 @@ def test_a_part_of_a_canceled_join_is_canceled_even_when_nested() -> None:
             "count": 2,
             "into": "/results",
             "policy": "fail",
-            "deadline_at": "2026-12-07T12:10:00.000Z",
+            "deadline_at": "2026-11-24T12:10:00.000Z",
         }
         for origin in ("t1", "t1-0")
     ]
@@ -255,6 +241,6 @@ def test_the_opener_names_the_namespace_the_joined_envelope_goes_on_in() -> None
     """x-join may run in the crew's namespace: it sends the joined envelope to the next
     actor in the namespace of the actor that fanned out."""
     env, body = incoming(SPLIT)
-    here = Context(**{**ctx().__dict__, "namespace": "team-a"})
+    here = Context(**{**ctx("split").__dict__, "namespace": "team-a"})
     out = sent(routing.decide(env, frames(env, ["a"]), body=body, ctx=here))
     assert out[-1][1]["headers"][joins.OPEN_HEADER]["namespace"] == "team-a"

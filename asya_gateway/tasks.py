@@ -258,36 +258,46 @@ def pause(
     here = (len(route["prev"]), attempt, PAUSED_EVENT)
     if task.status is not TaskStatus.PENDING and here <= task.position:
         return None
-    return dataclasses.replace(
-        task,
-        status=TaskStatus.PAUSED,
-        route=route,
-        actor=route["curr"],
-        progress=progress_of(route),
-        updated_at=at,
-        reason=None,
-        error=None,
-        position=here,
-        pause=spec,
-        join=None,
-    )
+    return _standing(task, TaskStatus.PAUSED, route, at=at, position=here, pause=spec)
 
 
 def resume(task: Task, *, route: wire.Route, deadline_at: str | None, at: str) -> Task:
     """The paused task running again at `route` (its continuation's). It stands at the
     start of the continuation's hop, so x-pause's own late reports change nothing."""
+    return _standing(
+        task,
+        TaskStatus.RUNNING,
+        route,
+        at=at,
+        position=(len(route["prev"]), 0, 0),
+        deadline_at=deadline_at,
+    )
+
+
+def _standing(
+    task: Task,
+    status: TaskStatus,
+    route: wire.Route,
+    *,
+    at: str,
+    position: tuple[int, int, int],
+    pause: dict[str, Any] | None = None,
+    deadline_at: str | None = None,
+) -> Task:
+    """The task standing at `route` with `status`, as a pause or a resume leaves it: no
+    error, no join counts; the deadline changes only when one is given."""
     return dataclasses.replace(
         task,
-        status=TaskStatus.RUNNING,
+        status=status,
         route=route,
         actor=route["curr"],
         progress=progress_of(route),
         updated_at=at,
-        deadline_at=deadline_at,
+        deadline_at=task.deadline_at if deadline_at is None else deadline_at,
         reason=None,
         error=None,
-        position=(len(route["prev"]), 0, 0),
-        pause=None,
+        position=position,
+        pause=pause,
         join=None,
     )
 

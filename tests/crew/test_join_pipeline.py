@@ -30,6 +30,14 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.slow
 
 SPLIT_ROUTE = ["split", "shout", "x-join", "combine"]
+# The first test runs on every broker (x-join publishes through each); the decisions after
+# it run on the embedded transport and on RabbitMQ, which the issue names, to keep the
+# suite's time.
+LOCAL_AND_RABBITMQ = pytest.mark.parametrize(
+    "transport_kind",
+    ["local", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)],
+    indirect=True,
+)
 FAST_SWEEP = {env.JOIN_SWEEP_INTERVAL: "0.3s", env.JOIN_LEASE: "5s"}
 
 
@@ -68,6 +76,7 @@ async def test_a_fanout_is_joined_in_index_order_under_the_origin_id(
     assert await join_store_held(running) == (0, 0)
 
 
+@LOCAL_AND_RABBITMQ
 async def test_a_failed_part_fails_the_join_at_once_with_join_incomplete(
     start_pipeline: StartPipeline,
 ) -> None:
@@ -92,6 +101,7 @@ async def test_a_failed_part_fails_the_join_at_once_with_join_incomplete(
     assert await join_store_held(running) == (0, 0)
 
 
+@LOCAL_AND_RABBITMQ
 async def test_partial_policy_goes_on_with_nulls_after_the_deadline(
     start_pipeline: StartPipeline,
 ) -> None:
@@ -107,6 +117,7 @@ async def test_partial_policy_goes_on_with_nulls_after_the_deadline(
     assert await join_store_held(running) == (0, 0)
 
 
+@LOCAL_AND_RABBITMQ
 async def test_a_part_that_never_arrives_fails_the_join_at_its_deadline(
     start_pipeline: StartPipeline,
 ) -> None:
@@ -120,6 +131,7 @@ async def test_a_part_that_never_arrives_fails_the_join_at_its_deadline(
     assert "never arrived: [1]" in record["status"]["error"]["message"]
 
 
+@LOCAL_AND_RABBITMQ
 async def test_nested_fanout_joins_inner_then_outer(start_pipeline: StartPipeline) -> None:
     running = await start_pipeline(
         [
@@ -140,6 +152,7 @@ async def test_nested_fanout_joins_inner_then_outer(start_pipeline: StartPipelin
     assert joined["payload"]["combined"] == "AB CDE"
 
 
+@LOCAL_AND_RABBITMQ
 async def test_duplicated_and_redelivered_parts_still_give_one_joined_envelope(
     start_pipeline: StartPipeline, tmp_path: Path
 ) -> None:

@@ -31,7 +31,8 @@ def add_parser(commands: Any) -> None:
         "dev",
         help="run AsyncActor manifests locally, no cluster needed",
         description="Run every AsyncActor under PATH (files or directories) on this machine: "
-        "a runtime and a sidecar per actor, plus x-sink and x-sump. Handlers import from the "
+        "a runtime and a sidecar per actor, plus the crew (x-sink, x-sump, x-join and, with the "
+        "gateway, x-pause). Handlers import from the "
         "current directory. Prints a line containing 'ready' once all accept work; stops on "
         "Ctrl-C.",
     )

@@ -118,14 +118,15 @@ def cli_env() -> dict[str, str]:
 
 
 @contextmanager
-def running_dev(tmp: Path, files: Mapping[str, str]) -> Iterator[Dev]:
+def running_dev(tmp: Path, files: Mapping[str, str], *args: str) -> Iterator[Dev]:
     """`asya dev` on `tmp` holding `files` (name: text), its state under tmp/state, the
-    gateway on a free port, handlers from tests/sidecar/handlers."""
+    gateway on a free port, handlers from tests/sidecar/handlers; `args` go to `asya dev`
+    (`--transport rabbitmq`, say)."""
     for name, text in files.items():
         (tmp / name).write_text(text)
     environ = {k: v for k, v in cli_env().items() if not k.startswith("ASYA_")}
     proc = subprocess.Popen(
-        [ASYA, "dev", str(tmp), "--state-dir", str(tmp / "state"), "--gateway-port", "0"],
+        [ASYA, "dev", str(tmp), "--state-dir", str(tmp / "state"), "--gateway-port", "0", *args],
         cwd=HANDLERS,
         env=environ,
         stdout=subprocess.PIPE,

@@ -8,6 +8,7 @@ everything while a task is paused, starts it again on the same state directory a
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from e2e.asya_dev import TIMEOUT_S, Dev, actors, running_dev
+from tests.conftest import ensure_rabbitmq
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -179,12 +181,19 @@ def test_the_gateway_shows_a_waiting_join_running_with_joined_parts_over_n(dev: 
 # ------------------------------------------------------------------- restart while paused
 
 
-def test_pause_then_restart_everything_then_resume(tmp_path: Path) -> None:
-    with running_dev(tmp_path, {"actors.yaml": ACTORS}) as first:
+@pytest.mark.parametrize(
+    "transport", ["local", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)]
+)
+def test_pause_then_restart_everything_then_resume(tmp_path: Path, transport: str) -> None:
+    if transport == "rabbitmq":
+        ensure_rabbitmq()  # the broker runs (started here if need be), or the test fails
+    # A namespace of its own: queues left on the broker never meet another run's.
+    args = ("--transport", transport, "--namespace", f"p{uuid.uuid4().hex[:8]}")
+    with running_dev(tmp_path, {"actors.yaml": ACTORS}, *args) as first:
         task_id = submit(first, "ask,x-pause,b", {"text": "later", "pause": REVIEW})
         first.wait_status(task_id, "paused")
     # Every process is gone; the gateway's database and the queues stay in the state dir.
-    with running_dev(tmp_path, {"actors.yaml": ACTORS}) as second:
+    with running_dev(tmp_path, {"actors.yaml": ACTORS}, *args) as second:
         assert second.task(task_id)["status"] == "paused"
         done = second.asya("resume", task_id, "--input", '{"approved": true}')
         assert done.returncode == 0, done.stderr

@@ -10,12 +10,9 @@ part 3, both take the last lease, or add a part to a join another one is finishi
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,9 +31,6 @@ __all__ = ["SQLiteJoinStore"]
 
 T = TypeVar("T")
 
-# Long: a writer holds the lock for one join's change, milliseconds; only a stuck process
-# makes another wait this long.
-BUSY_TIMEOUT_S = 30.0
 # Parameters per IN (...) list; SQLite allows 32766 per statement.
 _CHUNK = 500
 _DUE = "(state = 'open' AND deadline_us <= :now) OR (state = 'emitting' AND lease_until_us <= :now)"
@@ -47,26 +41,26 @@ class SQLiteJoinStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.url = f"sqlite://{path}"
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # touched on the worker thread only
+        self._db = sqlite_files.Worker(
+            self.path,
+            store=f"the join store {self.url}",
+            error=JoinStoreError,
+            path_setting="ASYA_JOIN_STORE",
+            thread_name="asya-joinstore",
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asya-joinstore")
+        await self._db.open()
         try:
-            await self._run("opening the database", self._connect, connected=False)
             await self._run("creating or migrating the schema", self._migrate)
         except BaseException:
             await self.close()  # no thread or open file left behind
             raise
 
     async def close(self) -> None:
-        if self._executor is not None:
-            with contextlib.suppress(JoinStoreError):
-                await self._run("closing the database", self._disconnect)
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        await self._db.close()
 
     # -- adding ----------------------------------------------------------------------------
 
@@ -76,7 +70,7 @@ class SQLiteJoinStore:
         check_add(origin, count=count)
 
         def work(conn: sqlite3.Connection) -> Arrival:
-            with _transaction(conn):
+            with sqlite_files.transaction(conn):
                 row = _join_row(conn, origin)
                 if row is None:
                     conn.execute(
@@ -101,7 +95,7 @@ class SQLiteJoinStore:
         check_add(origin, count=count, index=index)
 
         def work(conn: sqlite3.Connection) -> Arrival:
-            with _transaction(conn):
+            with sqlite_files.transaction(conn):
                 row = _join_row(conn, origin)
                 if row is None:
                     conn.execute(
@@ -138,7 +132,7 @@ class SQLiteJoinStore:
         until = lease_until(now_us, lease_s)
 
         def work(conn: sqlite3.Connection) -> Claimed | None:
-            with _transaction(conn):
+            with sqlite_files.transaction(conn):
                 row = conn.execute(
                     "SELECT origin FROM joins WHERE origin = :origin AND ("
                     "(state = 'open' AND opener IS NOT NULL AND arrived >= count) OR "
@@ -159,7 +153,7 @@ class SQLiteJoinStore:
             raise ValueError(f"claim_expired needs a limit of at least 1, not {limit}")
 
         def work(conn: sqlite3.Connection) -> list[Claimed]:
-            with _transaction(conn):
+            with sqlite_files.transaction(conn):
                 found = conn.execute(
                     f"SELECT origin FROM joins WHERE {_DUE} ORDER BY {_DUE_ORDER} LIMIT :limit",
                     {"now": now_us, "limit": limit},
@@ -178,7 +172,7 @@ class SQLiteJoinStore:
 
     async def purge(self, *, before_us: int) -> int:
         def work(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with sqlite_files.transaction(conn):
                 gone = conn.execute(
                     "DELETE FROM joins WHERE state = 'done' AND done_us < ? RETURNING origin",
                     (before_us,),
@@ -206,26 +200,8 @@ class SQLiteJoinStore:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _connect(self) -> None:
-        try:
-            self._conn = sqlite_files.connect(self.path, busy_timeout_s=BUSY_TIMEOUT_S)
-        except OSError as exc:
-            raise JoinStoreError(
-                f"cannot create the directory of the join store {self.url}: {exc}; give "
-                "ASYA_JOIN_STORE a path this process may write"
-            ) from exc
-        except sqlite_files.NoWal as exc:
-            raise JoinStoreError(
-                f"the join store {self.url} cannot use SQLite's WAL mode (got {exc.mode!r}); "
-                "put the file on a local file system"
-            ) from None
-
-    def _disconnect(self, conn: sqlite3.Connection) -> None:
-        conn.close()
-        self._conn = None
-
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        with _transaction(conn):
+        with sqlite_files.transaction(conn):
             conn.execute(schema.VERSION_TABLE)
             version: int | None = conn.execute(
                 "SELECT max(version) FROM asya_join_schema"
@@ -247,41 +223,8 @@ class SQLiteJoinStore:
                     (number, time.time_ns() // 1000),
                 )
 
-    async def _run(
-        self, doing: str, call: Callable[..., T], *args: Any, connected: bool = True
-    ) -> T:
-        """Run `call(connection, *args)` (`call(*args)` when not `connected`) on the worker
-        thread; sqlite3 errors become JoinStoreError naming the file and the operation."""
-        if self._executor is None:
-            raise JoinStoreError(
-                f"the join store {self.url} is not open (while {doing}); call open() first"
-            )
-
-        def work() -> T:
-            try:
-                if not connected:
-                    return call(*args)
-                if self._conn is None:
-                    raise JoinStoreError(f"the join store {self.url} is closed (while {doing})")
-                return call(self._conn, *args)
-            except sqlite3.Error as exc:
-                raise JoinStoreError(
-                    f"the SQLite join store {self.url} failed while {doing}: {exc}"
-                ) from exc
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    # IMMEDIATE: take the write lock before reading what we will change (see the docstring).
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    async def _run(self, doing: str, call: Callable[..., T], *args: Any) -> T:
+        return await self._db.run(doing, call, *args)
 
 
 def _join_row(conn: sqlite3.Connection, origin: str) -> sqlite3.Row | None:
@@ -339,7 +282,7 @@ def _claim(
 def _end(conn: sqlite3.Connection, origin: str, now_us: int) -> None:
     """Make `origin` a tombstone: no parts, no opener, state done (created if unseen, so
     its late parts are refused)."""
-    with _transaction(conn):
+    with sqlite_files.transaction(conn):
         conn.execute(
             "INSERT INTO joins (origin, count, deadline_us, state, done_us) "
             "VALUES (?, 0, ?, 'done', ?) ON CONFLICT (origin) DO UPDATE SET state = 'done', "

@@ -20,8 +20,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,8 +38,6 @@ log = logging.getLogger("asya.gateway.store")
 T = TypeVar("T")
 
 DEFAULT_POLL_INTERVAL_S = 0.2
-# Long: a writer holds the lock for one batch, milliseconds; only a stuck process waits this.
-BUSY_TIMEOUT_S = 30.0
 # Parameters per IN (...) list; SQLite allows 32766 per statement.
 _CHUNK = 500
 # How many canceled ids one canceled_since call returns at most; call again for more.
@@ -80,8 +77,13 @@ class SQLiteStore:
         self.path = path
         self.url = urls.sqlite_url(path)
         self._poll_interval = poll_interval
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # touched on the worker thread only
+        self._db = sqlite_files.Worker(
+            path,
+            store=f"the gateway store {self.url}",
+            error=StoreError,
+            path_setting="--store / ASYA_GATEWAY_STORE",
+            thread_name="asya-sqlite",
+        )
         self._hub = Hub()
         self._wake = asyncio.Event()
         # Bumped by every watch(): a poll that began before it must not skip events.
@@ -92,9 +94,8 @@ class SQLiteStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asya-sqlite")
+        await self._db.open()
         try:
-            await self._run("opening the database", self._connect, connected=False)
             await self._run("creating or migrating the schema", self._migrate)
             self._last_seq = await self._run("reading the newest event", self._max_seq)
         except BaseException:
@@ -111,11 +112,7 @@ class SQLiteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
-        if self._executor is not None:
-            with contextlib.suppress(StoreError):
-                await self._run("closing the database", self._disconnect)
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        await self._db.close()
 
     async def ping(self) -> None:
         await self._run("answering a ping", lambda conn: conn.execute("SELECT 1").fetchone())
@@ -157,7 +154,7 @@ class SQLiteStore:
         pause: dict[str, Any],
     ) -> Task:
         def work(conn: sqlite3.Connection) -> tuple[Task, bool]:
-            with _transaction(conn):
+            with sqlite_files.transaction(conn):
                 row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
                 if row is None:
                     raise TaskNotFound(f"no task {task_id!r}")
@@ -188,7 +185,7 @@ class SQLiteStore:
         self, task_id: str, tenant: str, input: Mapping[str, Any], *, at: str
     ) -> Unpublished:
         def work(conn: sqlite3.Connection) -> Unpublished:
-            with _transaction(conn):
+            with sqlite_files.transaction(conn):
                 row = conn.execute(
                     "SELECT * FROM tasks WHERE id = ? AND tenant = ?", (task_id, tenant)
                 ).fetchone()
@@ -208,7 +205,7 @@ class SQLiteStore:
 
         def work(conn: sqlite3.Connection) -> list[Unpublished]:
             claimed: list[Unpublished] = []
-            with _transaction(conn):
+            with sqlite_files.transaction(conn):
                 found = conn.execute(
                     "SELECT * FROM tasks WHERE status = 'paused' AND pause_until_us <= ? "
                     "ORDER BY pause_until_us, id LIMIT ?",
@@ -233,7 +230,7 @@ class SQLiteStore:
         cutoff, claimed_at = rows.micros(before), rows.micros(now)
 
         def work(conn: sqlite3.Connection) -> list[Unpublished]:
-            with _transaction(conn):
+            with sqlite_files.transaction(conn):
                 found = conn.execute(
                     "SELECT * FROM tasks WHERE outbox IS NOT NULL "
                     "AND outbox_us < ? ORDER BY outbox_us, id LIMIT ?",
@@ -336,29 +333,11 @@ class SQLiteStore:
 
     # -- on the worker thread --------------------------------------------------------------
 
-    def _connect(self) -> None:
-        try:
-            self._conn = sqlite_files.connect(self.path, busy_timeout_s=BUSY_TIMEOUT_S)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the directory of the gateway store {self.url}: {exc}; give "
-                "--store / ASYA_GATEWAY_STORE a path the gateway may write"
-            ) from exc
-        except sqlite_files.NoWal as exc:
-            raise StoreError(
-                f"the gateway store {self.url} cannot use SQLite's WAL mode (got "
-                f"{exc.mode!r}); put the file on a local file system"
-            ) from None
-
-    def _disconnect(self, conn: sqlite3.Connection) -> None:
-        conn.close()
-        self._conn = None
-
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute(schema.VERSION_TABLE["sqlite"])
         if self._version(conn) == schema.CURRENT_VERSION:
             return  # already current: opening changes nothing
-        with _transaction(conn):
+        with sqlite_files.transaction(conn):
             steps = schema.pending(self._version(conn), "sqlite", self.url)
             for version, statements in steps:
                 for statement in statements:
@@ -388,7 +367,7 @@ class SQLiteStore:
     def _create(
         self, conn: sqlite3.Connection, task: Task, envelope: str | None
     ) -> tuple[Task, bool]:
-        with _transaction(conn):
+        with sqlite_files.transaction(conn):
             row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task.id,)).fetchone()
             if row is not None:
                 existing = rows.from_row(row)
@@ -401,7 +380,7 @@ class SQLiteStore:
 
     def _apply(self, conn: sqlite3.Connection, reports: list[wire.HopReport]) -> list[Event]:
         ids = sorted({report["id"] for report in reports})
-        with _transaction(conn):
+        with sqlite_files.transaction(conn):
             loaded: dict[str, Task] = {}
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start : start + _CHUNK]
@@ -421,7 +400,7 @@ class SQLiteStore:
     def _cancel(
         self, conn: sqlite3.Connection, task_id: str, tenant: str, at: str
     ) -> tuple[Task, bool]:
-        with _transaction(conn):
+        with sqlite_files.transaction(conn):
             row = conn.execute(
                 "SELECT * FROM tasks WHERE id = ? AND tenant = ?", (task_id, tenant)
             ).fetchone()
@@ -437,7 +416,7 @@ class SQLiteStore:
 
     def _delete_finished(self, conn: sqlite3.Connection, cutoff: int) -> int:
         finished = f"status IN {_TERMINAL_SQL} AND updated_us < ?"
-        with _transaction(conn):
+        with sqlite_files.transaction(conn):
             conn.execute(
                 f"DELETE FROM events WHERE task_id IN (SELECT id FROM tasks WHERE {finished})",
                 (cutoff,),
@@ -454,27 +433,9 @@ class SQLiteStore:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    async def _run(
-        self, doing: str, call: Callable[..., T], *args: Any, connected: bool = True
-    ) -> T:
-        """Run `call(connection, *args)` (`call(*args)` when not `connected`) on the worker
-        thread; sqlite3 errors become StoreError naming the file and what was being done."""
-        if self._executor is None:
-            raise StoreError(f"the gateway store {self.url} is not open (while {doing})")
-
-        def work() -> T:
-            try:
-                if not connected:
-                    return call(*args)
-                if self._conn is None:
-                    raise StoreError(f"the gateway store {self.url} is closed (while {doing})")
-                return call(self._conn, *args)
-            except sqlite3.Error as exc:
-                raise StoreError(
-                    f"the gateway store {self.url} failed while {doing}: {exc}"
-                ) from exc
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+    async def _run(self, doing: str, call: Callable[..., T], *args: Any) -> T:
+        """`call(connection, *args)` on the store's worker thread."""
+        return await self._db.run(doing, call, *args)
 
     def _changed(self) -> None:
         """This store wrote events: let the poller publish them now rather than at its next
@@ -510,18 +471,6 @@ class SQLiteStore:
             self._hub.publish(events)
             if len(events) < _POLL_PAGE:
                 return
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    # IMMEDIATE: take the write lock before reading what we will change (see the docstring).
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _unpark(conn: sqlite3.Connection, task: Task, outbox: str | None, at: str) -> None:

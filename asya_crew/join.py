@@ -50,7 +50,7 @@ from prometheus_client import Counter
 import asya_transports as transports
 from asya_crew import config, exposition, joining, record, reporting
 from asya_crew.joinstore import Claimed, JoinStore, Part, open_join_store
-from asya_shared import durations, joins, names
+from asya_shared import durations, joins, names, times
 from asya_shared import env as variables
 
 log = logging.getLogger("asya.crew.join")
@@ -128,16 +128,12 @@ def micros(moment: datetime.datetime) -> int:
 
 
 def deadline_us(level: joins.Level) -> int:
-    text = level.deadline_at.replace("Z", "+00:00")
     try:
-        moment = datetime.datetime.fromisoformat(text)
+        return micros(times.parse_rfc3339(level.deadline_at))
     except ValueError:
         raise joins.InvalidJoin(
             f"join of {level.origin!r}: deadline_at {level.deadline_at!r} is not RFC 3339"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return micros(moment)
 
 
 class Emitter:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asya_crew.joinstore import Claimed
-from asya_shared import joins, names, pointers
+from asya_shared import joins, names, pointers, times
 
 SUCCEEDED = "succeeded"
 FAILED = "failed"
@@ -49,10 +49,6 @@ class Emission:
     @property
     def failed(self) -> bool:
         return bool(self.envelope["status"]["phase"] == FAILED)
-
-
-def timestamp(now: datetime.datetime) -> str:
-    return now.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def decide(claimed: Claimed, *, now: datetime.datetime) -> Emission:
@@ -230,7 +226,7 @@ def _status(
     error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     prior = _object(opener.get("status"))
-    stamp = timestamp(now)
+    stamp = times.rfc3339(now)
     return {
         "phase": phase,
         "actor": actor,

@@ -28,7 +28,7 @@ import httpx
 
 from asya_crew import config, exposition, record
 from asya_shared import env as variables
-from asya_shared import pauses
+from asya_shared import pauses, times
 
 log = logging.getLogger("asya.crew.pause")
 
@@ -48,10 +48,6 @@ class NotATask(LookupError):
 
 def now_utc() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def timestamp(moment: datetime.datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Pause:
@@ -97,8 +93,8 @@ class Pause:
         body = {
             "envelope": {**fields, "payload": payload},
             "pause": spec.to_json(),
-            "paused_at": timestamp(paused_at),
-            "expires_at": timestamp(paused_at + datetime.timedelta(seconds=timeout)),
+            "paused_at": times.rfc3339(paused_at),
+            "expires_at": times.rfc3339(paused_at + datetime.timedelta(seconds=timeout)),
         }
         answer = await self._post(body)
         task_id = fields["id"]

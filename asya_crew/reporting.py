@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from prometheus_client import Counter
 
-from asya_shared import env, names, wire
+from asya_shared import env, names, times, wire
 
 __all__ = [
     "BATCH_SIZE",
@@ -131,8 +131,7 @@ def _route(route: Any, actor: str) -> wire.Route:
 
 
 def now_rfc3339() -> str:
-    now = datetime.datetime.now(datetime.UTC)
-    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return times.rfc3339(datetime.datetime.now(datetime.UTC))
 
 
 # --------------------------------------------------------------------------- the I/O

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asya_gateway.errors import ApiError
-from asya_shared import names, pauses, pointers, wire
+from asya_shared import names, pauses, pointers, times, wire
 
 __all__ = [
     "EXPIRED",
@@ -222,7 +222,7 @@ def shift(deadline: Any, seconds: float) -> str | None:
     if moment is None:
         return deadline
     moved = moment + datetime.timedelta(seconds=max(seconds, 0.0))
-    return moved.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return times.rfc3339(moved, timespec="microseconds")
 
 
 def encode(envelope: Mapping[str, Any]) -> str:
@@ -241,12 +241,9 @@ def seconds_between(start: str, end: str) -> float:
 
 def _parse(text: str) -> datetime.datetime | None:
     try:
-        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return times.parse_rfc3339(text)
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.astimezone(datetime.UTC)
 
 
 def _human(seconds: float) -> str:

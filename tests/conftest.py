@@ -12,7 +12,7 @@ import pytest
 
 # Shared fixtures: runtime subprocesses, and whole pipelines of real processes.
 from tests.support.pipeline import start_pipeline, transport_kind
-from tests.support.postgres import postgres_url
+from tests.support.postgres import own_database, postgres_url
 from tests.support.runtime import socket_dir, start_runtime
 from tests.support.services import aws_env, moto_server, port_open, pubsub_emulator
 from tests.support.waiting import wait_until
@@ -20,6 +20,7 @@ from tests.support.waiting import wait_until
 __all__ = [
     "aws_env",
     "moto_server",
+    "own_database",
     "postgres_url",
     "pubsub_emulator",
     "rabbitmq_url",
@@ -41,6 +42,7 @@ SERVICE_MARKERS = {
     "start_llama_server": "model_servers",
     "mlserver": "model_servers",
     "postgres_url": "postgres",
+    "own_database": "postgres",
 }
 # moto serves S3 as well as SQS; a test that reaches it through this fixture is an S3 test.
 S3_FIXTURE = "s3_endpoint"

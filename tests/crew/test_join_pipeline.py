@@ -12,11 +12,9 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from asya_cli import dev_plan
@@ -24,7 +22,6 @@ from asya_cli.local_pipeline import LocalPipeline
 from asya_crew.joinstore import open_join_store
 from asya_shared import env, joins, names
 from tests.support.pipeline import RunningPipeline, StartPipeline, actor, backlog
-from tests.support.postgres import ADMIN_URL, ensure_postgres
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
@@ -205,24 +202,6 @@ def _part_envelope(origin: str, index: int, *, count: int) -> dict[str, Any]:
 # --------------------------------------------------------------- big joins, two replicas
 
 
-@pytest.fixture
-async def join_database() -> AsyncIterator[str]:
-    """A PostgreSQL database of the test's own for the join store, dropped afterwards."""
-    ensure_postgres()
-    name = f"asya_join_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 def second_join_replica(store_url: str | None) -> Any:
     """A `prepare` step: one more x-join (runtime + sidecar) on the same queue and store,
     and the store moved to `store_url` when given."""
@@ -275,9 +254,9 @@ async def test_a_thousand_parts_two_replicas_killed_mid_join_embedded_sqlite(
 @pytest.mark.postgres
 @pytest.mark.parametrize("transport_kind", ["rabbitmq"], indirect=True)
 async def test_a_thousand_parts_two_replicas_killed_mid_join_rabbitmq_postgres(
-    start_pipeline: StartPipeline, transport_kind: str, tmp_path: Path, join_database: str
+    start_pipeline: StartPipeline, transport_kind: str, tmp_path: Path, own_database: str
 ) -> None:
-    await thousand_parts_killed_mid_join(start_pipeline, transport_kind, tmp_path, join_database)
+    await thousand_parts_killed_mid_join(start_pipeline, transport_kind, tmp_path, own_database)
 
 
 async def thousand_parts_killed_mid_join(

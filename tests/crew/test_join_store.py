@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -29,7 +28,7 @@ from asya_crew.joinstore import (
 )
 from asya_crew.joinstore.postgres import PostgresJoinStore
 from asya_crew.joinstore.sqlite import SQLiteJoinStore
-from tests.support.postgres import ADMIN_URL, HOST, PORT, ensure_postgres
+from tests.support.postgres import ADMIN_URL
 from tests.support.services import free_port
 
 MakeStore = Callable[[], Awaitable[JoinStore]]
@@ -51,22 +50,11 @@ async def _admin(statement: str) -> None:
         await conn.close()
 
 
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A database of this test's own; its URL."""
-    ensure_postgres()
-    name = f"asya_join_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql://postgres@{HOST}:{PORT}/{name}"
-    # FORCE: a pool a failed test left open must not keep the database alive.
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite://{tmp_path / 'joins.db'}"
-    url: str = request.getfixturevalue("pg_database")
+    url: str = request.getfixturevalue("own_database")
     return url
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "drop_schema",
     "ensure_postgres",
     "fresh_schema",
+    "own_database",
     "postgres_url",
     "with_search_path",
 ]
@@ -92,6 +93,18 @@ def postgres_url() -> Iterator[str]:
         pytest.fail(f"cannot create the test database {name} through {ADMIN_URL}: {exc}")
     yield f"postgresql://postgres@{HOST}:{PORT}/{name}"
     # FORCE: a store a failed test left open must not keep the database alive.
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A database of the test's own (stores that name their tables plainly, such as
+    x-join's, get no schema of their own); its URL. Dropped after the test."""
+    ensure_postgres()
+    name = f"asya_own_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://postgres@{HOST}:{PORT}/{name}"
+    # FORCE: a pool a failed test left open must not keep the database alive.
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 

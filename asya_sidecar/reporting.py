@@ -81,6 +81,9 @@ CLOSE_TIMEOUT_S = 2.0
 CANCEL_TTL_S = 3600.0
 CANCEL_LIMIT = 100_000
 FAILURE_LOG_EVERY_S = 60.0
+# A gateway that starts a few seconds after the sidecars (every `asya dev`, every rollout) is
+# not worth a warning; one that stays away this long is.
+FAILURE_GRACE_S = 10.0
 
 Clock = Callable[[], float]
 
@@ -289,6 +292,7 @@ class Reporter:
         max_pending: int = MAX_PENDING,
         batch_size: int = BATCH_SIZE,
         timeout: float = POST_TIMEOUT_S,
+        failure_grace: float = FAILURE_GRACE_S,
         clock: Clock = time.monotonic,
     ) -> None:
         self.url = url.rstrip("/") + PATH
@@ -297,6 +301,7 @@ class Reporter:
         self.interval = interval
         self.batch_size = batch_size
         self.timeout = timeout
+        self.failure_grace = failure_grace
         self.clock = clock
         self.queue = ReportQueue(max_pending)
         self.canceled = CancelSet(clock=clock)
@@ -310,6 +315,7 @@ class Reporter:
         self._client: httpx.AsyncClient | None = None
         self._failing_since: float | None = None
         self._last_warning = -FAILURE_LOG_EVERY_S
+        self._warned_since_failing = False
         self._dropped_since_warning = 0
 
     # -- the hot path: plain appends, no await
@@ -432,12 +438,13 @@ class Reporter:
         if cursor is not None:
             self.cursor = cursor
         self.metrics.report_batches_sent.inc()
-        if self._failing_since is not None:
+        if self._failing_since is not None and self._warned_since_failing:
             log.info(
                 "reporting to the gateway again after %.0fs",
                 self.clock() - self._failing_since,
             )
-            self._failing_since = None
+        self._failing_since = None
+        self._warned_since_failing = False
         return True
 
     def _failed(self, problem: str) -> bool:
@@ -445,8 +452,11 @@ class Reporter:
         now = self.clock()
         if self._failing_since is None:
             self._failing_since = now
+        if now - self._failing_since < self.failure_grace:
+            return False
         if now - self._last_warning >= FAILURE_LOG_EVERY_S:
             self._last_warning = now
+            self._warned_since_failing = True
             log.warning(
                 "cannot post status reports to the gateway at %s (%s); %d waiting, %d dropped "
                 "since the last warning. Envelopes are not affected; check that the gateway "

@@ -23,6 +23,7 @@ from asya_sidecar.envelope import Envelope, Reason
 from asya_sidecar.events import EventForwarder
 from asya_sidecar.metrics import SidecarMetrics
 from asya_sidecar.reporting import (
+    PATH,
     CancelSet,
     Hop,
     Reporter,
@@ -568,7 +569,12 @@ async def test_a_gateway_that_is_down_costs_only_bounded_memory_and_one_warning(
     metrics: SidecarMetrics, caplog: pytest.LogCaptureFixture
 ) -> None:
     reporter = Reporter(
-        url=closed_port_url(), actor="infer", metrics=metrics, max_pending=5, batch_size=2
+        url=closed_port_url(),
+        actor="infer",
+        metrics=metrics,
+        max_pending=5,
+        batch_size=2,
+        failure_grace=0,
     )
     caplog.set_level(logging.WARNING, logger="asya.sidecar.reporting")
 
@@ -588,6 +594,34 @@ async def test_a_gateway_that_is_down_costs_only_bounded_memory_and_one_warning(
     assert "cannot post status reports to the gateway at http://127.0.0.1:" in warnings[0].message
     assert "ASYA_GATEWAY_URL" in warnings[0].message
     await reporter.close()
+
+
+async def test_a_gateway_that_comes_up_within_the_grace_is_not_warned_about(
+    report_receiver: ReportReceiver, metrics: SidecarMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    down = Reporter(url=closed_port_url(), actor="infer", metrics=metrics, clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="asya.sidecar.reporting")
+
+    for second in (0.0, 4.0, 9.0):
+        now[0] = second
+        assert await down.flush() is False
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    now[0] = 10.0
+    assert await down.flush() is False
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+
+    # Up again: the outage that was warned about is closed with one line; a short blip
+    # after it leaves no line at all.
+    down.url = report_receiver.url.rstrip("/") + PATH
+    now[0] = 12.0
+    assert await down.flush() is True
+    assert [r.message for r in caplog.records if "again after" in r.message] == [
+        "reporting to the gateway again after 12s"
+    ]
+    await down.close()
 
 
 async def test_closing_posts_what_is_still_queued(

@@ -41,6 +41,18 @@ class ErrorDetails(TypedDict):
     retry_after: NotRequired[float]
 
 
+# Reasons renamed since records were first written, old name -> current name. "RuntimeError"
+# read like Python's exception of that name, whatever the handler raised.
+RENAMED_REASONS: dict[str, str] = {"RuntimeError": "HandlerError"}
+
+
+def canonical_reason(reason: str | None) -> str | None:
+    """The current name of a `status.reason`, so old records match filters on the new name."""
+    if reason is None:
+        return None
+    return RENAMED_REASONS.get(reason, reason)
+
+
 class Status(TypedDict):
     phase: str  # pending | processing | retrying | succeeded | failed | paused | canceled
     actor: str  # the actor that wrote this status
@@ -49,7 +61,7 @@ class Status(TypedDict):
     created_at: str  # RFC 3339
     updated_at: str  # RFC 3339
     deadline_at: str | None  # RFC 3339; travels forward unchanged
-    reason: str | None  # why it ended where it did: RuntimeError, Timeout, ParseError, ...
+    reason: str | None  # why it ended where it did: HandlerError, Timeout, ParseError, ...
     error: ErrorDetails | None
     retry_since: NotRequired[str]  # on retries only: when this actor first failed on it
 

@@ -37,7 +37,9 @@ class Reason(StrEnum):
     INVALID_RESULT = "InvalidResult"  # the runtime answered something that is not frames
     OVERSIZE_RESULT = "OversizeResult"  # a result is larger than the broker accepts
     UNKNOWN_ACTOR = "UnknownActor"  # the next actor's queue does not exist
-    RUNTIME_ERROR = "RuntimeError"  # the handler raised
+    # The handler raised; its own exception type is in status.error.type. Records written
+    # before 0.18 say "RuntimeError": wire.canonical_reason reads that name as this one.
+    HANDLER_ERROR = "HandlerError"
     RUNTIME_CRASHED = "RuntimeCrashed"  # the runtime died during this envelope, repeatedly
     TIMEOUT = "Timeout"
     POLICY_EXHAUSTED = "PolicyExhausted"

@@ -125,7 +125,7 @@ def decide(env: Envelope, result: Result, *, body: bytes, ctx: Context) -> Decis
         return _finished(env, ctx)
     if isinstance(result, HandlerError):
         timed_out = result.details["type"] == ACTOR_TIMEOUT
-        reason = Reason.TIMEOUT if timed_out else Reason.RUNTIME_ERROR
+        reason = Reason.TIMEOUT if timed_out else Reason.HANDLER_ERROR
         return handler_failed(env, result.details, body=body, reason=reason, ctx=ctx)
     assert isinstance(result, Refused)
     return reject(body, Invalid(Reason.INVALID_RESULT, result.message, env.fields), ctx)

@@ -214,14 +214,14 @@ def test_a_retry_status_is_written_with_every_key_in_wire_order() -> None:
         retrying_since=NOW,
         headers={},
         now=NOW,
-        reason=Reason.RUNTIME_ERROR,
+        reason=Reason.HANDLER_ERROR,
         error=wire.error_details("E", "m", mro=["E", "Exception"]),
     )
 
     assert envelope.encode(out["status"]) == envelope.encode({
         "phase": "retrying", "actor": "infer", "attempt": 2, "max_attempts": 3,
         "created_at": "2026-01-01T00:00:00Z", "updated_at": STAMP,
-        "deadline_at": "2026-12-31T00:00:00Z", "reason": "RuntimeError",
+        "deadline_at": "2026-12-31T00:00:00Z", "reason": "HandlerError",
         "error": {"type": "E", "mro": ["E", "Exception"], "message": "m", "traceback": None},
         "retry_since": STAMP,
     })  # fmt: skip
@@ -246,13 +246,13 @@ def test_finish_failed_keeps_the_steps_not_taken_and_the_error() -> None:
         phase=Phase.FAILED,
         headers={"h": 1},
         now=NOW,
-        reason=Reason.RUNTIME_ERROR,
+        reason=Reason.HANDLER_ERROR,
         error=error,
     )
 
     assert out["route"] == {"prev": ["prep", "infer"], "curr": "x-sink", "next": ["post", "store"]}
     assert out["status"]["phase"] == "failed"
-    assert out["status"]["reason"] == "RuntimeError"
+    assert out["status"]["reason"] == "HandlerError"
     assert out["status"]["error"] == error
     assert out["status"]["actor"] == "infer"
     assert out["payload"] == {"text": "hi"}

@@ -105,7 +105,7 @@ async def test_handler_error_is_stored_failed_and_collected_by_the_sump(
     [sumped] = await pipeline.wait_sump(1)
 
     assert result["status"]["phase"] == "failed"
-    assert result["status"]["reason"] == "RuntimeError"
+    assert result["status"]["reason"] == "HandlerError"
     assert result["status"]["actor"] == "boom"
     error = result["status"]["error"]
     assert error["type"] == "flow.BadInput"

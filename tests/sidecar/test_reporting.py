@@ -246,7 +246,7 @@ def test_a_retry_is_reported_on_the_attempt_that_failed_with_its_reason_and_erro
     assert decision.outcome is Outcome.RETRIED
     assert retrying["event"] == "retrying"
     assert retrying["attempt"] == 2
-    assert retrying["reason"] == "RuntimeError"
+    assert retrying["reason"] == "HandlerError"
     assert retrying["error"] is not None
     assert retrying["error"]["message"] == "bad"
     assert retrying["route"] == {"prev": ["prep"], "curr": "infer", "next": ["post"]}
@@ -327,7 +327,7 @@ def test_the_reports_of_a_two_hop_route_move_a_gateway_task_forward_in_order() -
         seen.append((task.actor, task.progress))
 
     assert seen == [("a", 0.0), ("a", 0.0), ("b", 0.5), ("b", 0.5), ("b", 0.5), ("b", 0.5)]
-    assert task.reason == "RuntimeError"
+    assert task.reason == "HandlerError"
     assert tasks.advance(task, hop_a.report("processing", AT)) is None
 
 

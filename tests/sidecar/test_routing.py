@@ -130,7 +130,7 @@ def test_handler_error_finishes_failed_with_the_error() -> None:
     decision = routing.decide(env, HandlerError(details), body=body, ctx=ctx())
 
     assert decision.outcome == Outcome.FAILED
-    assert decision.reason == Reason.RUNTIME_ERROR
+    assert decision.reason == Reason.HANDLER_ERROR
     [(actor, out)] = sent(decision)
     assert actor == "x-sink"
     assert out["status"]["phase"] == "failed"

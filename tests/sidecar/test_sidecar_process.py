@@ -158,7 +158,7 @@ async def test_json_logs_carry_actor_envelope_and_trace(
     sidecar = start_sidecar()
     await queues.send("asya-default-a", envelope("traced", {"model": "m"}))
     await eventually(
-        lambda: sidecar.metric("asya_sidecar_envelopes_failed_total", reason="RuntimeError") == 1,
+        lambda: sidecar.metric("asya_sidecar_envelopes_failed_total", reason="HandlerError") == 1,
         "the failure",
     )
 

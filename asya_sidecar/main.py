@@ -38,7 +38,11 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     try:
         config = sidecar_config.load(env)
     except sidecar_config.ConfigError as exc:
-        logs.configure(actor=env.get("ASYA_ACTOR", "?"), level="INFO", fmt="json")
+        # The format asked for, if it can be read: `asya dev` prints text, and a JSON line
+        # in the middle of it is the one line nobody reads.
+        asked = env.get("ASYA_LOG_FORMAT", "").strip().lower()
+        fmt = asked if asked in ("json", "text") else "json"
+        logs.configure(actor=env.get("ASYA_ACTOR", "?"), level="INFO", fmt=fmt)
         log.error("%s", exc)
         return EXIT_BAD_CONFIG
     logs.configure(actor=config.actor, level=config.log_level, fmt=config.log_format)

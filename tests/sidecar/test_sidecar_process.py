@@ -264,3 +264,15 @@ async def test_unknown_fields_and_headers_travel_to_the_next_queue(
     assert forwarded["route"] == {"prev": ["a"], "curr": "b", "next": []}
     assert forwarded["status"]["phase"] == "pending"
     assert forwarded["payload"] == {"p": 1}
+
+
+def test_a_configuration_error_is_logged_in_the_format_asked_for(start_sidecar: Any) -> None:
+    # `asya dev` asks for text: a JSON line in the middle of its output is hard to read.
+    sidecar = start_sidecar(ASYA_CONCURRENCY="zero", ASYA_LOG_FORMAT="text")
+
+    _, stderr = sidecar.proc.communicate(timeout=30)
+
+    assert sidecar.proc.returncode == 2
+    assert "ASYA_CONCURRENCY='zero'" in stderr
+    assert " ERROR asya.sidecar" in stderr
+    assert not [line for line in stderr.splitlines() if line.lstrip().startswith("{")]

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 LLAMA_VENV ?= .venv-llama
 MLSERVER_VENV ?= .venv-mlserver
 
-.PHONY: install test lint fmt clean demo demo-llm crds bench model-servers
+.PHONY: install test lint fmt clean demo demo-llm crds bench model-servers browser
 
 install: $(STAMP)
 
@@ -36,7 +36,14 @@ $(MLSERVER_VENV)/.installed-stamp: requirements/mlserver.txt
 	$(MLSERVER_VENV)/bin/python -m pip install --quiet -r requirements/mlserver.txt
 	touch $@
 
-test: install model-servers
+# Debian's Chromium and its driver, for the browser test of the gateway's web view
+# (tests/gateway/test_ui_browser.py); installed only when either is missing.
+browser:
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: install model-servers browser
 	$(PY) -m pytest
 
 # The AsyncActor CRD (crds/ and the copy in charts/asya-operator/crds/) is generated from

@@ -44,7 +44,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import asya_transports as transports
-from asya_gateway import a2a_agent, mcp_tools, openai_api
+from asya_gateway import a2a_agent, mcp_tools, openai_api, ui
 from asya_gateway.bodies import read_body
 from asya_gateway.doors import running
 from asya_gateway.errors import ApiError, error_response
@@ -92,6 +92,7 @@ def public_app(gateway: Gateway) -> Starlette:
     ]
     doors = [module.front_door(gateway) for module in (openai_api, a2a_agent, mcp_tools)]
     app = _app([*routes, *(route for door in doors for route in door.routes)], gateway.metrics)
+    ui.install(app, gateway)  # the read-only web view at /ui (ui.py)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

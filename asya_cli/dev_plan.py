@@ -72,7 +72,7 @@ class DevSettings:
     namespace: str
     state_dir: Path  # absolute
     socket_root: Path  # short absolute dir: Unix socket paths must stay under ~104 bytes
-    workdir: Path  # where handlers are imported from
+    workdir: Path  # where processes run, and handlers of actors with no app_dir import from
     python: str
     runtime_file: Path
 
@@ -150,7 +150,8 @@ def plan(
                 role="runtime",
                 argv=(settings.python, str(settings.runtime_file)),
                 env=runtime_env,
-                cwd=str(settings.workdir),
+                # The runtime imports handlers from its working directory.
+                cwd=str(actor.app_dir or settings.workdir),
             )
         )
         sidecars.append(

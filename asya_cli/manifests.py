@@ -10,6 +10,7 @@ problem it finds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from asya_cli import spec_problems
 from asya_shared import names
 
 API_GROUP = "asya.sh"
@@ -34,6 +36,9 @@ class ActorManifest:
     name: str
     handler: str
     source: str  # file the manifest came from, for messages
+    # Where the handler is imported from: the manifest's directory (or --app-dir); None for
+    # actors built in code, which run from the pipeline's working directory.
+    app_dir: Path | None = None
     concurrency: int = 1
     env: Mapping[str, str] = field(default_factory=dict)
     actor_timeout: str | None = None
@@ -41,13 +46,22 @@ class ActorManifest:
 
 
 def parse_actor(document: Mapping[str, Any], *, source: str) -> ActorManifest:
+    """The actor a manifest describes, validated by the operator's own model: a field the
+    cluster would refuse (a typo such as `concurency`, a concurrency of 0) is refused here
+    with the message `asya render` gives."""
     metadata = document.get("metadata") or {}
     spec = document.get("spec")
     where = f"{source}: AsyncActor {metadata.get('name', '?')!r}"
     if not isinstance(spec, dict):
         raise ManifestError(f"{where} has no spec")
-    name = spec.get("actor") or metadata.get("name")
-    if not isinstance(name, str) or not name:
+    pydantic, models = _operator_models(where)
+    try:
+        actor = models.AsyncActor.from_object(dict(document))
+    except pydantic.ValidationError as exc:
+        problems = spec_problems.describe(exc)
+        raise ManifestError("\n".join(f"{where}: {p}" for p in problems)) from None
+    name = actor.actor
+    if not name:
         raise ManifestError(f"{where}: set metadata.name (or spec.actor)")
     try:
         names.check_actor_name(name)
@@ -55,28 +69,32 @@ def parse_actor(document: Mapping[str, Any], *, source: str) -> ActorManifest:
         raise ManifestError(f"{where}: {exc}") from None
     if name in names.RESERVED:
         raise ManifestError(f"{where}: {name!r} is reserved for Asya's crew actors")
-    handler = spec.get("handler")
-    if not isinstance(handler, str) or "." not in handler:
-        raise ManifestError(
-            f"{where}: spec.handler must name module.function or module.Class.method, "
-            f"got {handler!r}"
-        )
-    concurrency = spec.get("concurrency", 1)
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        raise ManifestError(f"{where}: spec.concurrency must be a positive integer")
+    # As written, not as the model re-serialises it: the sidecar reads this JSON itself.
     resiliency = spec.get("resiliency")
-    if resiliency is not None and not isinstance(resiliency, dict):
-        raise ManifestError(f"{where}: spec.resiliency must be an object")
     timeout = (resiliency or {}).get("actorTimeout")
     return ActorManifest(
         name=name,
-        handler=handler,
+        handler=actor.spec.handler,
         source=source,
-        concurrency=concurrency,
+        concurrency=actor.spec.concurrency,
         env=_env(spec.get("env"), where),
         actor_timeout=str(timeout) if timeout is not None else None,
         resiliency=resiliency,
     )
+
+
+def _operator_models(where: str) -> tuple[Any, Any]:
+    """pydantic and the operator's models, which come with the operator extra."""
+    try:
+        import pydantic
+
+        from asya_operator import models
+    except ImportError as exc:
+        raise ManifestError(
+            f"{where}: manifests are checked by the operator's own model, which needs its "
+            f"dependencies: pip install 'asya[operator]' ({exc})"
+        ) from None
+    return pydantic, models
 
 
 def parse_binding(document: Mapping[str, Any], *, source: str) -> ActorManifest:
@@ -164,12 +182,20 @@ def is_binding(document: Any) -> bool:
     )
 
 
-def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
+# Directories a walk never enters: tools' and packages' trees, not the user's manifests.
+SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "site-packages"})
+
+
+def manifest_files(paths: Iterable[str | Path], *, skip: Iterable[Path] = ()) -> list[Path]:
+    """YAML files named, or found under the directories named. A walk leaves out hidden
+    files and directories, virtualenvs and the directories in `skip` (the state directory:
+    `asya dev .` must not read back what it wrote there); a file named explicitly is kept."""
+    skipped = {path.resolve() for path in skip}
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")))
+            files.extend(_walk(path, skipped))
         elif path.is_file():
             files.append(path)
         else:
@@ -177,23 +203,45 @@ def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def load_actors(paths: Iterable[str | Path]) -> list[ActorManifest]:
+def _walk(directory: Path, skipped: set[Path]) -> list[Path]:
+    found: list[Path] = []
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith(".") or entry.name in SKIPPED_DIRS:
+            continue
+        if entry.is_dir():
+            if entry.resolve() in skipped or (entry / "pyvenv.cfg").exists():
+                continue
+            found.extend(_walk(entry, skipped))
+        elif entry.suffix in (".yaml", ".yml"):
+            found.append(entry)
+    return found
+
+
+def load_actors(
+    paths: Iterable[str | Path], *, app_dir: Path | None = None, skip: Iterable[Path] = ()
+) -> list[ActorManifest]:
     """Every AsyncActor, and every AsyaBinding as its bridge actor, under `paths`; raises
-    ManifestError listing all problems found."""
+    ManifestError listing all problems found. Each actor's handler is imported from its
+    manifest's directory, or from `app_dir` when given."""
+    paths = list(paths)
     actors: list[ActorManifest] = []
     problems: list[str] = []
-    for path in manifest_files(paths):
+    for path in manifest_files(paths, skip=skip):
         try:
             documents = list(yaml.safe_load_all(path.read_text()))
         except yaml.YAMLError as exc:
             problems.append(f"{path}: not valid YAML: {exc}")
             continue
+        home = (app_dir or path.parent).resolve()
         for document in documents:
             try:
                 if is_async_actor(document):
-                    actors.append(parse_actor(document, source=str(path)))
+                    actor = parse_actor(document, source=str(path))
                 elif is_binding(document):
-                    actors.append(parse_binding(document, source=str(path)))
+                    actor = parse_binding(document, source=str(path))
+                else:
+                    continue
+                actors.append(dataclasses.replace(actor, app_dir=home))
             except ManifestError as exc:
                 problems.append(str(exc))
     seen: dict[str, str] = {}

@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
-from asya_cli import manifests
+from asya_cli import manifests, spec_problems
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
 
     from asya_operator.config import OperatorConfig
     from asya_operator.models import AsyncActor
@@ -190,7 +189,7 @@ def render_documents(
             except ValidationError as exc:
                 name = (document.get("metadata") or {}).get("name", "?")
                 where = f"{source}: AsyaBinding {name!r}"
-                problems += [f"{where}: {problem}" for problem in _validation_problems(exc)]
+                problems += [f"{where}: {problem}" for problem in spec_problems.describe(exc)]
             except ValueError as exc:
                 name = (document.get("metadata") or {}).get("name", "?")
                 problems.append(f"{source}: AsyaBinding {name!r}: {exc}")
@@ -203,7 +202,7 @@ def render_documents(
         try:
             actor = _actor(document, namespace)
         except ValidationError as exc:
-            problems += [f"{where}: {problem}" for problem in _validation_problems(exc)]
+            problems += [f"{where}: {problem}" for problem in spec_problems.describe(exc)]
             continue
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
@@ -286,21 +285,6 @@ def _actor(document: dict[str, Any], namespace: str | None) -> AsyncActor:
     from asya_operator.models import AsyncActor
 
     return AsyncActor.from_object({**document, "metadata": _metadata(document, namespace)})
-
-
-def _validation_problems(exc: ValidationError) -> list[str]:
-    """Pydantic's errors as `spec.field.path: message (got value)`."""
-    problems = []
-    # from_object validates the spec on its own, so its locations start below `spec`.
-    root = "spec" if exc.title in ("AsyncActorSpec", "AsyaBindingSpec") else "metadata"
-    for error in exc.errors():
-        path = root
-        for part in error["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else f".{part}"
-        got = error.get("input")
-        shown = f" (got {got!r})" if isinstance(got, str | int | float | bool) else ""
-        problems.append(f"{path}: {error['msg']}{shown}")
-    return problems
 
 
 class _Dumper(yaml.SafeDumper):

@@ -126,7 +126,18 @@ def running_dev(tmp: Path, files: Mapping[str, str], *args: str) -> Iterator[Dev
         (tmp / name).write_text(text)
     environ = {k: v for k, v in cli_env().items() if not k.startswith("ASYA_")}
     proc = subprocess.Popen(
-        [ASYA, "dev", str(tmp), "--state-dir", str(tmp / "state"), "--gateway-port", "0", *args],
+        [
+            ASYA,
+            "dev",
+            str(tmp),
+            "--state-dir",
+            str(tmp / "state"),
+            "--gateway-port",
+            "0",
+            "--app-dir",
+            str(HANDLERS),
+            *args,
+        ],
         cwd=HANDLERS,
         env=environ,
         stdout=subprocess.PIPE,

@@ -179,8 +179,18 @@ class Dev:
         self.proc = subprocess.Popen(
             # A free port for the gateway: `asya submit` and the rest read it from the
             # state directory.
-            [ASYA, "dev", str(manifest), "--state-dir", str(state_dir), "--gateway-port", "0"],
-            cwd=HERE,  # handlers are imported from the working directory
+            [
+                ASYA,
+                "dev",
+                str(manifest),
+                "--state-dir",
+                str(state_dir),
+                "--gateway-port",
+                "0",
+                "--app-dir",
+                str(HERE),
+            ],  # the manifest may be a copy elsewhere; handlers are here
+            cwd=HERE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -77,7 +77,7 @@ class Dev:
 
 def start_dev(manifest: Path, args: list[str], env: dict[str, str] | None = None) -> Dev:
     proc = subprocess.Popen(
-        [ASYA, "dev", str(manifest), *args],
+        [ASYA, "dev", str(manifest), "--app-dir", str(HANDLERS), *args],
         cwd=HANDLERS,
         env=env,
         stdout=subprocess.PIPE,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -58,13 +59,14 @@ def spec(**fields: object) -> str:
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        (spec(concurrency=1), "spec.handler must name module.function"),
-        (spec(handler="nodots"), "spec.handler must name"),
-        (spec(handler="m.f", concurrency=0), "spec.concurrency"),
-        (spec(handler="m.f", actor="Bad_Name"), "not a DNS label"),
+        (spec(concurrency=1), "spec.handler: Field required"),
+        (spec(handler="nodots"), "spec.handler: String should match pattern .* \\(got 'nodots'\\)"),
+        (spec(handler="m.f", concurrency=0), "spec.concurrency: Input should be greater than"),
+        (spec(handler="m.f", concurency=4), "spec.concurency: Extra inputs are not permitted"),
+        (spec(handler="m.f", actor="Bad_Name"), "spec.actor: String should match pattern"),
         (spec(handler="m.f", actor="x-sink"), "reserved"),
         (spec(handler="m.f", env="[{name: S, valueFrom: {secretKeyRef: {name: s}}}]"), "valueFrom"),
-        (spec(handler="m.f", env="{A: b}"), "spec.env must be a list"),
+        (spec(handler="m.f", env="{A: b}"), "spec.env: Input should be a valid list"),
         ("apiVersion: asya.sh/v1alpha1\nkind: AsyncActor\nmetadata: {name: a}\n", "no spec"),
         (spec(handler="m.f") + "---\n" + spec(handler="m.g"), "defined twice"),
         ("key: [unclosed", "not valid YAML"),
@@ -83,3 +85,50 @@ def test_problems_name_the_file_and_the_field(tmp_path: Path, text: str, fragmen
 def test_missing_path(tmp_path: Path) -> None:
     with pytest.raises(manifests.ManifestError, match="no such file"):
         manifests.load_actors([tmp_path / "absent.yaml"])
+
+
+def test_asya_dev_refuses_a_manifest_with_the_words_asya_render_uses(tmp_path: Path) -> None:
+    """One validator: the operator's model, worded once (asya_cli.spec_problems)."""
+    from asya_cli import render
+
+    path = write(tmp_path, spec(handler="m.f", image="x", concurency=4, resiliency="{max: 1}"))
+
+    with pytest.raises(manifests.ManifestError) as caught:
+        manifests.load_actors([path])
+    with pytest.raises(render.RenderFailed) as rendered:
+        render.render_text([str(path)], namespace=None, config_path=None, stdin=io.StringIO())
+
+    assert "spec.concurency: Extra inputs are not permitted" in str(caught.value)
+    assert str(caught.value) == str(rendered.value)
+
+
+def test_each_handler_is_imported_from_its_manifests_directory(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    write(tmp_path / "one", spec(handler="m.f"))
+    write(tmp_path / "two", spec(handler="m.g").replace("{name: a}", "{name: b}"))
+
+    found = {a.name: a.app_dir for a in manifests.load_actors([tmp_path])}
+    forced = {a.name: a.app_dir for a in manifests.load_actors([tmp_path], app_dir=tmp_path)}
+
+    assert found == {"a": (tmp_path / "one").resolve(), "b": (tmp_path / "two").resolve()}
+    assert forced == {"a": tmp_path.resolve(), "b": tmp_path.resolve()}
+
+
+def test_a_walk_leaves_out_hidden_and_virtualenv_directories_and_the_state_dir(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, spec(handler="m.f"))
+    for skipped in (".asya", ".git", "venv", "node_modules", "state"):
+        (tmp_path / skipped).mkdir()
+        write(tmp_path / skipped, spec(handler="m.f"), "copy.yaml")
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    write(tmp_path, spec(handler="m.f"), ".hidden.yaml")
+
+    files = manifests.manifest_files([tmp_path], skip=[tmp_path / "state"])
+
+    assert files == [tmp_path / "actors.yaml"]
+    # Named explicitly, a file is read wherever it is.
+    assert manifests.manifest_files([tmp_path / ".asya" / "copy.yaml"]) == [
+        tmp_path / ".asya" / "copy.yaml"
+    ]

@@ -21,6 +21,8 @@ from typing import Any
 
 import asya_transports as transports
 from asya_cli import dev_plan
+from asya_cli.state_dir import HELP as STATE_DIR_HELP
+from asya_cli.state_dir import default as default_state_dir
 from asya_shared import env, names
 from asya_shared.durations import parse_duration
 from asya_sidecar.envelope import Phase, encode, status, timestamp
@@ -82,12 +84,7 @@ def add_transport_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(env.TRANSPORT, "local"),
         help="broker (default: $ASYA_TRANSPORT or local)",
     )
-    parser.add_argument(
-        "--state-dir",
-        default=os.environ.get(env.STATE_DIR, ".asya"),
-        help="state directory of the local transport and results "
-        "(default: $ASYA_STATE_DIR or .asya)",
-    )
+    parser.add_argument("--state-dir", default=default_state_dir(), help=STATE_DIR_HELP)
     parser.add_argument(
         "--namespace",
         default=os.environ.get(env.NAMESPACE, "default"),

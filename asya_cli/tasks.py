@@ -41,6 +41,8 @@ from asya_cli.gateway_client import (
     resolve,
 )
 from asya_cli.send import UsageError, parse_headers, parse_payload, parse_route, timeout_arg
+from asya_cli.state_dir import HELP as STATE_DIR_HELP
+from asya_cli.state_dir import default as default_state_dir
 from asya_shared import env
 
 __all__ = [
@@ -192,11 +194,7 @@ def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help=f"API key, sent as a bearer token (default: ${env.API_KEY})",
     )
-    parser.add_argument(
-        "--state-dir",
-        default=os.environ.get(env.STATE_DIR, ".asya"),
-        help="where `asya dev` wrote its gateway's URL (default: $ASYA_STATE_DIR or .asya)",
-    )
+    parser.add_argument("--state-dir", default=default_state_dir(), help=STATE_DIR_HELP)
 
 
 def _seconds(text: str) -> float:

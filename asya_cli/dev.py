@@ -2,10 +2,13 @@
 
 Starts a runtime and a sidecar per actor plus the crew and a gateway, over the embedded
 transport (or a local broker), prints a line with `ready` (and the gateway's URL) when every
-actor accepts work, and runs until SIGINT/SIGTERM. Handlers are imported from the current
-directory; `image` is ignored. The gateway keeps its tasks in `STATE_DIR/gateway.db`, serves
-the flows of every flows.yaml under PATH (see dev_flows.py), and its URL is written to
-`STATE_DIR/gateway.url` for `asya submit` and the other task commands.
+actor accepts work, and runs until SIGINT/SIGTERM. Manifests are read through the
+operator's own model, so what a cluster would refuse is refused here with the same message.
+Each handler is imported from its manifest's directory (or --app-dir); `image` is ignored.
+Once ready it prints a line per finished envelope (--quiet: none). The gateway keeps its
+tasks in `STATE_DIR/gateway.db`, serves the flows of every flows.yaml under PATH (see
+dev_flows.py), and its URL is written to `STATE_DIR/gateway.url` for `asya submit` and the
+other task commands.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import asya_transports as transports
-from asya_cli import dev_flows, manifests
+from asya_cli import dev_flows, dev_progress, manifests
 from asya_cli.local_pipeline import LocalPipeline
 from asya_cli.send import add_transport_arguments
 from asya_cli.supervisor import SupervisorError
@@ -32,9 +35,9 @@ def add_parser(commands: Any) -> None:
         help="run AsyncActor manifests locally, no cluster needed",
         description="Run every AsyncActor under PATH (files or directories) on this machine: "
         "a runtime and a sidecar per actor, plus the crew (x-sink, x-sump, x-join and, with the "
-        "gateway, x-pause). Handlers import from the "
-        "current directory. Prints a line containing 'ready' once all accept work; stops on "
-        "Ctrl-C.",
+        "gateway, x-pause). Each handler is imported from its manifest's directory. Prints a "
+        "line containing 'ready' once all accept work, then a line per finished envelope; "
+        "stops on Ctrl-C.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH")
     add_transport_arguments(parser)
@@ -51,6 +54,17 @@ def add_parser(commands: Any) -> None:
         metavar="PORT",
         help=f"port of the gateway's public API (default {DEFAULT_GATEWAY_PORT}, or a free "
         "port when that one is taken; 0: a free port)",
+    )
+    parser.add_argument(
+        "--app-dir",
+        type=Path,
+        metavar="DIR",
+        help="import every handler from DIR (default: the directory of its manifest)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no line per finished envelope (the processes' own logs still show)",
     )
     parser.set_defaults(func=run)
 
@@ -98,14 +112,17 @@ def _bindable(port: int) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    state_dir = Path(args.state_dir)
+    if args.app_dir is not None and not args.app_dir.is_dir():
+        print(f"asya dev: --app-dir {args.app_dir}: no such directory", file=sys.stderr)
+        return 2
     try:
-        actors = manifests.load_actors(args.paths)
+        actors = manifests.load_actors(args.paths, app_dir=args.app_dir, skip=[state_dir])
     except manifests.ManifestError as exc:
         print(f"asya dev: {exc}", file=sys.stderr)
         return 2
     from asya_gateway.flows import FlowsError
 
-    state_dir = Path(args.state_dir)
     try:
         flows = dev_flows.prepare(args.paths, state_dir.resolve())
         port, note = gateway_port(args.gateway_port)
@@ -124,10 +141,10 @@ def run(args: argparse.Namespace) -> int:
         gateway_port=port,
         flows=flows,
     )
-    return asyncio.run(_serve(pipeline, args.ready_timeout))
+    return asyncio.run(_serve(pipeline, args.ready_timeout, progress=not args.quiet))
 
 
-async def _serve(pipeline: LocalPipeline, ready_timeout: float) -> int:
+async def _serve(pipeline: LocalPipeline, ready_timeout: float, *, progress: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -144,10 +161,15 @@ async def _serve(pipeline: LocalPipeline, ready_timeout: float) -> int:
         )
         failure = pipeline.supervisor.failure
         assert failure is not None
+        if progress:
+            progress_lines = dev_progress.Progress(pipeline.state_dir, sys.stdout)
+            following = asyncio.create_task(progress_lines.run())
         stop_wait = asyncio.create_task(stop.wait())
         waiters: set[asyncio.Future[Any]] = {stop_wait, failure}
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
+        if progress:
+            following.cancel()
         if failure.done():
             raise failure.result()
     except (transports.TransportError, names.InvalidName) as exc:

@@ -56,7 +56,9 @@ class Sink:
             return
         if goes_to_sump(result["status"]):
             # The sidecar advances the route to x-sump and keeps the status (reason, error).
-            yield "SET", ".route.next", [names.SUMP]
+            # The steps not yet run stay behind x-sump, which runs nothing, so that the sump
+            # record still says where the envelope was going (`asya redrive` sends it there).
+            yield "SET", ".route.next", [names.SUMP, *remaining_steps(result["route"])]
             yield payload
         # Yielding nothing answers 204: the envelope is done.
 
@@ -70,6 +72,15 @@ def goes_to_join(result: record.Record) -> bool:
     if not isinstance(headers, dict) or headers.get(joins.FORWARDED_HEADER):
         return False
     return bool(headers.get(joins.PART_HEADER))
+
+
+def remaining_steps(route: Any) -> list[str]:
+    """The actors a failed envelope had still to visit (its route.next), or none when the
+    route is not the shape a sidecar writes."""
+    steps = route.get("next") if isinstance(route, dict) else None
+    if not isinstance(steps, list) or not all(isinstance(step, str) for step in steps):
+        return []
+    return list(steps)
 
 
 def goes_to_sump(status: Any) -> bool:

@@ -33,6 +33,15 @@ class InvalidKey(StoreError, ValueError):
     """A key that no store accepts."""
 
 
+def is_valid_key(key: str) -> bool:
+    """Whether every store accepts `key` (check_key without the error)."""
+    try:
+        check_key(key)
+    except InvalidKey:
+        return False
+    return True
+
+
 def check_key(key: str) -> str:
     """Return `key` if every store accepts it, else raise InvalidKey saying why."""
     rule = (
@@ -66,6 +75,17 @@ class ResultStore(Protocol):
     async def get(self, key: str) -> bytes | None:
         """The bytes stored under `key`, or None if there are none. Raises StoreError."""
         ...
+
+    async def list(self, prefix: str = "") -> list[str]:
+        """Every key stored that starts with `prefix`, sorted. Raises StoreError.
+
+        Only keys this store could have written are listed: nothing half-written, and nothing
+        that check_key would refuse (a stranger's file in the directory or bucket).
+        """
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove `key`; removing a key that is not there is no error. Raises StoreError."""
 
     async def close(self) -> None:
         """Release connections; the store cannot be used afterwards."""

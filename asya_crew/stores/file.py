@@ -53,6 +53,20 @@ class FileStore:
         except OSError as exc:
             raise base.StoreError(f"cannot read {key!r} from {self.root!r}: {exc}") from exc
 
+    async def list(self, prefix: str = "") -> list[str]:
+        try:
+            keys = await asyncio.to_thread(_keys_under, self.root)
+        except OSError as exc:
+            raise base.StoreError(f"cannot list the keys in {self.root!r}: {exc}") from exc
+        return sorted(key for key in keys if key.startswith(prefix))
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            await asyncio.to_thread(_remove, path)
+        except OSError as exc:
+            raise base.StoreError(f"cannot delete {key!r} from {self.root!r}: {exc}") from exc
+
     async def close(self) -> None:
         """Nothing to release: every call opens and closes its own file."""
 
@@ -115,3 +129,39 @@ def _read(path: str) -> bytes | None:
             return handle.read()
     except FileNotFoundError:
         return None
+
+
+def _keys_under(root: str) -> list[str]:
+    """The keys of the files under `root`, at most one directory deep (as keys are).
+
+    A write in progress is a hidden temporary file, and no key starts with a dot (check_key
+    refuses "." and ".."; record.key never writes one), so hidden files are skipped: a
+    listing never offers a record that is not there yet.
+    """
+    keys: list[str] = []
+    try:
+        top = list(os.scandir(root))
+    except FileNotFoundError:  # removed since the store was opened: holds nothing
+        return keys
+    for entry in top:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                keys.extend(
+                    f"{entry.name}/{inner.name}"
+                    for inner in os.scandir(entry.path)
+                    if not inner.name.startswith(".") and inner.is_file()
+                )
+        elif entry.is_file():
+            keys.append(entry.name)
+    return [key for key in keys if base.is_valid_key(key)]
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return  # already gone: deleting is idempotent
+    # Like a write, the removal is durable only once the directory entry is on disk.
+    _fsync_directory(os.path.dirname(path))

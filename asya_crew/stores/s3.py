@@ -144,6 +144,30 @@ class S3Store:
             raise self._error("get", key, exc) from exc
         return data
 
+    async def list(self, prefix: str = "") -> list[str]:
+        keys: list[str] = []
+        start = self.location.prefix
+        try:
+            client = await self._connected()
+            pages = client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.location.bucket, Prefix=start + prefix
+            )
+            async for page in pages:
+                keys.extend(item["Key"][len(start) :] for item in page.get("Contents", ()))
+        except (BotoCoreError, ClientError, aiohttp.ClientError) as exc:
+            raise self._error("list", prefix, exc) from exc
+        # Other tools may share the bucket: only names this store could have written count.
+        return sorted(key for key in keys if base.is_valid_key(key))
+
+    async def delete(self, key: str) -> None:
+        object_key = self.location.object_key(base.check_key(key))
+        try:
+            client = await self._connected()
+            # S3 answers a delete of a missing object with success: idempotent as it is.
+            await client.delete_object(Bucket=self.location.bucket, Key=object_key)
+        except (BotoCoreError, ClientError, aiohttp.ClientError) as exc:
+            raise self._error("delete", key, exc) from exc
+
     async def close(self) -> None:
         self._client = None
         await self._stack.aclose()

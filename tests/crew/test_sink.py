@@ -39,6 +39,12 @@ class FailingStore:
     async def get(self, key: str) -> bytes | None:
         raise StoreError("unused")
 
+    async def list(self, prefix: str = "") -> list[str]:
+        raise StoreError("unused")
+
+    async def delete(self, key: str) -> None:
+        raise StoreError("unused")
+
     async def close(self) -> None:
         pass
 
@@ -76,6 +82,50 @@ async def test_a_failed_envelope_is_stored_and_forwarded_to_the_sump(
         }
     ]
     assert stored(root, envelope)["status"]["phase"] == "failed"
+
+
+async def test_a_failed_envelope_keeps_the_steps_it_did_not_run_behind_the_sump(
+    handler: sink.Sink, root: Path
+) -> None:
+    # As the sidecar's `finish` hands it over: the steps after the failed actor still in next.
+    envelope = crew_envelope(
+        {"answer": None},
+        phase="failed",
+        route={"prev": ["prep", "infer"], "curr": "x-sink", "next": ["post", "store"]},
+    )
+    (frame,) = await drive(handler.handle(envelope["payload"]), envelope)
+    assert frame["route"] == {
+        "prev": ["prep", "infer"],
+        "curr": "x-sink",
+        "next": ["x-sump", "post", "store"],
+    }
+    # The result record shows the route as x-sink received it.
+    assert stored(root, envelope)["route"]["next"] == ["post", "store"]
+
+
+async def test_a_succeeded_envelope_is_not_forwarded_whatever_its_next(
+    handler: sink.Sink, root: Path
+) -> None:
+    envelope = crew_envelope(
+        route={"prev": ["prep"], "curr": "x-sink", "next": ["post"]}, phase="succeeded"
+    )
+    assert await drive(handler.handle(envelope["payload"]), envelope) == []
+
+
+@pytest.mark.parametrize(
+    ("route", "remaining"),
+    [
+        ({"prev": ["a"], "curr": "x-sink", "next": ["b", "c"]}, ["b", "c"]),
+        ({"prev": ["a"], "curr": "x-sink", "next": []}, []),
+        ({"prev": ["a"], "curr": "x-sink"}, []),
+        ({"prev": ["a"], "curr": "x-sink", "next": "b"}, []),
+        ({"prev": ["a"], "curr": "x-sink", "next": ["b", 3]}, []),
+        (None, []),
+        ("a,b", []),
+    ],
+)
+def test_remaining_steps(route: Any, remaining: list[str]) -> None:
+    assert sink.remaining_steps(route) == remaining
 
 
 async def test_an_unsafe_id_is_stored_under_a_safe_key(handler: sink.Sink, root: Path) -> None:

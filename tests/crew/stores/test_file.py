@@ -151,3 +151,67 @@ async def test_invalid_keys_are_refused_before_touching_the_disk(
 
 async def test_close_is_harmless(store: file.FileStore) -> None:
     await store.close()
+
+
+# ----------------------------------------------------------------------------- list, delete
+
+
+async def test_list_gives_every_key_sorted_and_filters_by_prefix(store: file.FileStore) -> None:
+    for key in ("b.json", "a.json", "day/c.json", "day/a.json"):
+        await store.put(key, b"{}")
+    assert await store.list() == ["a.json", "b.json", "day/a.json", "day/c.json"]
+    assert await store.list("day/") == ["day/a.json", "day/c.json"]
+    assert await store.list("b") == ["b.json"]
+    assert await store.list("zzz") == []
+
+
+async def test_list_leaves_out_writes_in_progress_and_foreign_files(
+    store: file.FileStore, root: Path
+) -> None:
+    await store.put("e-1.json", b"{}")
+    # What _write_atomically leaves while a write is under way, at both levels.
+    (root / ".e-2.json.0123456789ab.tmp").write_bytes(b"{")
+    (root / "day").mkdir()
+    (root / "day" / ".e-3.json.0123456789ab.tmp").write_bytes(b"{")
+    # Nothing check_key accepts: a file with a space, and one two levels down.
+    (root / "not a key").write_bytes(b"")
+    (root / "day" / "deep").mkdir()
+    (root / "day" / "deep" / "e-4.json").write_bytes(b"{}")
+    assert await store.list() == ["e-1.json"]
+
+
+async def test_list_of_a_removed_directory_is_empty(store: file.FileStore, root: Path) -> None:
+    os.rmdir(root)
+    assert await store.list() == []
+
+
+async def test_delete_removes_the_key_and_is_idempotent(store: file.FileStore, root: Path) -> None:
+    await store.put("e-1.json", b"{}")
+    await store.put("day/e-2.json", b"{}")
+    await store.delete("e-1.json")
+    await store.delete("day/e-2.json")
+    assert await store.get("e-1.json") is None
+    assert await store.list() == []
+    assert not (root / "e-1.json").exists()
+    await store.delete("e-1.json")  # already gone
+    await store.delete("never-there/e-9.json")
+
+
+async def test_list_and_delete_errors_are_store_errors(store: file.FileStore, root: Path) -> None:
+    # A directory where the record's file would be: unlink fails, even for root.
+    (root / "e-1.json").mkdir()
+    with pytest.raises(StoreError, match=r"cannot delete 'e-1\.json'") as info:
+        await store.delete("e-1.json")
+    assert str(root) in str(info.value)
+    os.rmdir(root / "e-1.json")
+    replace_with_file(root)
+    with pytest.raises(StoreError, match="cannot list the keys in") as info:
+        await store.list()
+    assert isinstance(info.value.__cause__, OSError)
+
+
+async def test_delete_refuses_invalid_keys(store: file.FileStore, tmp_path: Path) -> None:
+    (tmp_path / "escape.json").write_bytes(b"{}")
+    with pytest.raises(InvalidKey):
+        await store.delete("../escape.json")
+    assert (tmp_path / "escape.json").exists()

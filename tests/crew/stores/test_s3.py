@@ -186,3 +186,66 @@ async def test_invalid_keys_are_refused_before_any_request(store: s3.S3Store) ->
         await store.put("../e-1.json", b"{}")
     with pytest.raises(InvalidKey):
         await store.get("a/b/c.json")
+
+
+# ----------------------------------------------------------------------------- list, delete
+
+
+async def test_list_gives_every_key_sorted_and_filters_by_prefix(store: s3.S3Store) -> None:
+    for key in ("b.json", "a.json", "day/c.json", "day/a.json"):
+        await store.put(key, b"{}")
+    assert await store.list() == ["a.json", "b.json", "day/a.json", "day/c.json"]
+    assert await store.list("day/") == ["day/a.json", "day/c.json"]
+    assert await store.list("b") == ["b.json"]
+    assert await store.list("zzz") == []
+
+
+async def test_list_pages_through_more_than_one_response(store: s3.S3Store) -> None:
+    # S3 answers at most 1,000 keys per call: the store must follow the continuation.
+    keys = [f"e-{i:04d}.json" for i in range(1_005)]
+    await asyncio.gather(*(store.put(key, b"{}") for key in keys))
+    assert await store.list() == keys
+
+
+async def test_list_and_delete_stay_under_the_prefix(s3_endpoint: str, bucket: str) -> None:
+    prefixed = stores.open_store(f"s3://{bucket}/team/sump")
+    bare = stores.open_store(f"s3://{bucket}")
+    try:
+        await bare.put("e-1.json", b"outside")
+        await prefixed.put("e-1.json", b"inside")
+        await prefixed.put("day/e-2.json", b"inside")
+        # Another tool's object under the prefix, deeper than any key.
+        s3_client(s3_endpoint).put_object(Bucket=bucket, Key="team/sump/a/b/c.json", Body=b"")
+        assert await prefixed.list() == ["day/e-2.json", "e-1.json"]
+        await prefixed.delete("e-1.json")
+        assert await prefixed.list() == ["day/e-2.json"]
+        assert await bare.get("e-1.json") == b"outside"
+    finally:
+        await prefixed.close()
+        await bare.close()
+
+
+async def test_delete_removes_the_key_and_is_idempotent(
+    store: s3.S3Store, s3_endpoint: str, bucket: str
+) -> None:
+    await store.put("e-1.json", b"{}")
+    await store.delete("e-1.json")
+    assert await store.get("e-1.json") is None
+    assert objects(s3_endpoint, bucket) == {}
+    await store.delete("e-1.json")  # already gone
+
+
+async def test_list_and_delete_in_a_missing_bucket_are_store_errors(s3_endpoint: str) -> None:
+    store = stores.open_store("s3://asya-no-such-bucket/prefix")
+    try:
+        with pytest.raises(StoreError, match=r"cannot list .*NoSuchBucket"):
+            await store.list()
+        with pytest.raises(StoreError, match=r"cannot delete .*NoSuchBucket"):
+            await store.delete("e-1.json")
+    finally:
+        await store.close()
+
+
+async def test_delete_refuses_invalid_keys_before_any_request(store: s3.S3Store) -> None:
+    with pytest.raises(InvalidKey):
+        await store.delete("../e-1.json")

@@ -74,6 +74,12 @@ def add_parser(commands: Any) -> None:
         metavar="URL",
         help="result store to wait on (default: file://STATE_DIR/results)",
     )
+    parser.add_argument(
+        "--sump",
+        metavar="URL",
+        help="x-sump's store, also watched by --wait: an envelope that never reaches x-sink "
+        "ends there (default: file://STATE_DIR/sump)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -197,17 +203,37 @@ def run(args: argparse.Namespace) -> int:
         print(envelope["id"])
         return EXIT_SUCCEEDED
     store_url = args.results or dev_plan.results_url(state_dir)
-    result = asyncio.run(wait_for_result(store_url, envelope["id"], timeout=args.wait))
+    sump_url = args.sump or dev_plan.sump_url(state_dir)
+    result = asyncio.run(
+        wait_for_result(store_url, envelope["id"], timeout=args.wait, sump_url=sump_url)
+    )
     if result is None:
         print(
             f"asya send: no result for {envelope['id']} within {args.wait:g}s "
-            f"(looked in {store_url})",
+            f"(looked in {store_url} and {sump_url})",
             file=sys.stderr,
         )
         return EXIT_WAIT_RAN_OUT
     print(json.dumps(result, ensure_ascii=False))
-    phase = (result.get("status") or {}).get("phase")
-    return EXIT_SUCCEEDED if phase == Phase.SUCCEEDED else EXIT_FAILED
+    status = result.get("status") if isinstance(result.get("status"), dict) else {}
+    if status.get("phase") == Phase.SUCCEEDED:
+        return EXIT_SUCCEEDED
+    print(f"asya send: {envelope['id']} {failure_summary(status)}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def failure_summary(status: Mapping[str, Any]) -> str:
+    """`failed at classify: HandlerError (KeyError: 'text')`, from a final status."""
+    text = f"{status.get('phase') or 'failed'}"
+    if status.get("actor"):
+        text += f" at {status['actor']}"
+    if status.get("reason"):
+        text += f": {status['reason']}"
+    error = status.get("error")
+    if isinstance(error, dict) and error.get("type"):
+        message = str(error.get("message") or "").splitlines()
+        text += f" ({error['type']}: {message[0]})" if message else f" ({error['type']})"
+    return text
 
 
 async def _send(kind: str, environ: Mapping[str, str], queue: str, fields: Any) -> None:
@@ -215,15 +241,27 @@ async def _send(kind: str, environ: Mapping[str, str], queue: str, fields: Any) 
         await transport.send(queue, encode(fields))
 
 
-async def wait_for_result(store_url: str, envelope_id: str, *, timeout: float) -> Any:
-    """The stored final envelope, or None if it did not appear within `timeout` seconds."""
+async def wait_for_result(
+    store_url: str, envelope_id: str, *, timeout: float, sump_url: str | None = None
+) -> Any:
+    """The stored final envelope, or None if it did not appear within `timeout` seconds.
+
+    With `sump_url`, a record x-sump holds ends the wait too: an envelope that never reached
+    x-sink (an unknown next actor, a result that could not be used) is stored only there.
+    x-sink's record wins when both exist, as it is the envelope's own end.
+    """
     from asya_crew import record, stores  # the result store belongs to the crew
 
+    key = record.key(envelope_id)
     store = stores.open_store(store_url)
+    sump = None if sump_url is None else stores.open_store(sump_url)
     deadline = time.monotonic() + timeout
     try:
         while True:
-            data = await store.get(record.key(envelope_id))
+            data = await store.get(key)
+            if data is None and sump is not None and await sump.get(key) is not None:
+                # x-sink may have stored it and passed it on since we looked.
+                data = await store.get(key) or await sump.get(key)
             if data is not None:
                 return json.loads(data)
             if time.monotonic() >= deadline:
@@ -231,3 +269,5 @@ async def wait_for_result(store_url: str, envelope_id: str, *, timeout: float) -
             await asyncio.sleep(0.1)
     finally:
         await store.close()
+        if sump is not None:
+            await sump.close()

@@ -76,6 +76,15 @@ def test_a_failing_task_exits_1_with_its_error(dev: Dev) -> None:
     assert task["error"]["type"] == "flow.BadInput"
 
 
+def test_a_task_that_only_x_sump_ends_fails_at_once(dev: Dev) -> None:
+    # `a` runs, then routes to an actor that does not exist: x-sump, not x-sink, ends it, and
+    # the wait must end with it instead of running out.
+    result = dev.asya("submit", "a,nobody-here", "--payload", '{"trail": []}', "--wait", "60")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "UnknownActor" in result.stdout + result.stderr
+
+
 def test_watch_follows_a_task_until_it_ends(dev: Dev, tmp_path: Path) -> None:
     payload = gate_payload(tmp_path)
     task_id = submit(dev, "gate,a", payload)

@@ -169,6 +169,18 @@ def test_wait_on_a_failure_exits_1(dev: Dev) -> None:
     final = json.loads(result.stdout)
     assert final["status"]["phase"] == "failed"
     assert final["status"]["error"]["type"] == "flow.BadInput"
+    assert "failed at boom: HandlerError (flow.BadInput:" in result.stderr
+
+
+def test_wait_ends_at_once_for_an_envelope_that_only_x_sump_holds(dev: Dev) -> None:
+    # `ok` runs, then its result is routed to an actor that does not exist: the sidecar hands
+    # the envelope to x-sump (UnknownActor), and x-sink never sees it.
+    result = dev.send("ok,nobody-here", "--payload", "{}", "--wait", "60")
+
+    assert result.returncode == 1, result.stderr
+    final = json.loads(result.stdout)
+    assert final["status"]["reason"] == "UnknownActor"
+    assert "UnknownActor" in result.stderr
 
 
 def test_wait_that_runs_out_exits_2(dev: Dev) -> None:

@@ -17,7 +17,7 @@ from typing import TextIO
 
 import asya_runtime
 import asya_transports as transports
-from asya_cli import dev_plan
+from asya_cli import dev_plan, dev_state
 from asya_cli.dev_plan import DevSettings, GatewayPlan
 from asya_cli.manifests import ActorManifest
 from asya_cli.supervisor import Supervisor
@@ -119,11 +119,21 @@ class LocalPipeline:
         if self.gateway is not None:
             # For `asya submit` and friends run without --gateway (the CLI reads it).
             dev_plan.gateway_url_file(self.state_dir).write_text(self.gateway.url + "\n")
+        # For `asya actors`: what runs, and where to ask each sidecar how it is doing.
+        dev_state.record(
+            self.state_dir,
+            self.specs,
+            transport=self.settings.transport,
+            namespace=self.settings.namespace,
+            gateway=None if self.gateway is None else self.gateway.url,
+            pid_of=self._supervisor.pid,
+        )
 
     async def stop(self) -> None:
         if self._supervisor is not None:
             await self._supervisor.stop()
         shutil.rmtree(self.settings.socket_root, ignore_errors=True)
+        dev_state.remove_if_ours(self.state_dir, self.specs)
         if self.gateway is not None:
             written = dev_plan.gateway_url_file(self.state_dir)
             # Only ours: a stale URL would send the CLI to a port nobody listens on, or to

@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_parser(commands)
     gateway.add_parser(commands)
     tasks.add_parsers(commands)
+    from asya_cli import sump
+
+    sump.add_parsers(commands)
+    from asya_cli import ls
+
+    ls.add_parser(commands)
 
     from asya_cli import operator
 

@@ -68,6 +68,7 @@ POLL_INTERVAL_S = 0.25
 MAX_IDLE_RECONNECTS = 3
 STATUSES = ("pending", "running", "paused", "succeeded", "failed", "canceled")
 MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
 
 Follower = Callable[[sse.Event], None]
 
@@ -105,7 +106,7 @@ def add_parsers(commands: Any) -> None:
         metavar="SECONDS",
         help="wait up to SECONDS for the task to finish and print it",
     )
-    _add_gateway_arguments(submit)
+    add_gateway_arguments(submit)
     submit.set_defaults(func=run_submit)
 
     get = commands.add_parser(
@@ -115,24 +116,19 @@ def add_parsers(commands: Any) -> None:
     )
     get.add_argument("id", metavar="ID")
     get.add_argument("--json", action="store_true", help="print one JSON line")
-    _add_gateway_arguments(get)
+    add_gateway_arguments(get)
     get.set_defaults(func=run_get)
 
-    ls = commands.add_parser(
-        "ls", help="list tasks, newest first", description="List tasks, newest first."
+    listing = commands.add_parser(
+        "tasks",
+        help="list tasks, newest first",
+        description="List the gateway's tasks, newest first (also `asya ls` with --status, "
+        "--limit or --cursor).",
     )
-    ls.add_argument("--status", choices=STATUSES, help="only tasks with this status")
-    ls.add_argument(
-        "--limit",
-        type=_limit,
-        default=50,
-        metavar="N",
-        help=f"at most N tasks (1-{MAX_LIMIT}, default 50)",
-    )
-    ls.add_argument("--cursor", help="continue after a listing (its next_cursor)")
-    ls.add_argument("--json", action="store_true", help="print the page as one JSON line")
-    _add_gateway_arguments(ls)
-    ls.set_defaults(func=run_ls)
+    listing.add_argument("--json", action="store_true", help="print the page as one JSON line")
+    add_listing_arguments(listing)
+    add_gateway_arguments(listing)
+    listing.set_defaults(func=run_ls)
 
     watch = commands.add_parser(
         "watch",
@@ -145,7 +141,7 @@ def add_parsers(commands: Any) -> None:
     watch.add_argument(
         "--json", action="store_true", help='one JSON line per event: {"event", "id", "data"}'
     )
-    _add_gateway_arguments(watch)
+    add_gateway_arguments(watch)
     watch.set_defaults(func=run_watch)
 
     cancel = commands.add_parser(
@@ -156,7 +152,7 @@ def add_parsers(commands: Any) -> None:
     )
     cancel.add_argument("id", metavar="ID")
     cancel.add_argument("--json", action="store_true", help="print one JSON line")
-    _add_gateway_arguments(cancel)
+    add_gateway_arguments(cancel)
     cancel.set_defaults(func=run_cancel)
 
     resume = commands.add_parser(
@@ -177,11 +173,29 @@ def add_parsers(commands: Any) -> None:
         "from a file (@- for stdin)",
     )
     resume.add_argument("--json", action="store_true", help="print one JSON line")
-    _add_gateway_arguments(resume)
+    add_gateway_arguments(resume)
     resume.set_defaults(func=run_resume)
 
 
-def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
+def add_listing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The task listing's filters (`asya tasks`, and `asya ls` given any of them)."""
+    parser.add_argument("--status", choices=STATUSES, help="only tasks with this status")
+    parser.add_argument(
+        "--limit",
+        type=_limit,
+        metavar="N",
+        help=f"at most N tasks (1-{MAX_LIMIT}, default {DEFAULT_LIMIT})",
+    )
+    parser.add_argument("--cursor", help="continue after a listing (its next_cursor)")
+
+
+def lists_tasks(args: argparse.Namespace) -> bool:
+    """Whether `asya ls` was given a task listing's filter (its meaning before 0.18)."""
+    return args.status is not None or args.limit is not None or args.cursor is not None
+
+
+def add_gateway_arguments(parser: argparse.ArgumentParser, *, state_dir: bool = True) -> None:
+    """--gateway and --api-key (and --state-dir, where `asya dev` wrote the gateway's URL)."""
     parser.add_argument(
         "--gateway",
         metavar="URL",
@@ -194,7 +208,8 @@ def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help=f"API key, sent as a bearer token (default: ${env.API_KEY})",
     )
-    parser.add_argument("--state-dir", default=default_state_dir(), help=STATE_DIR_HELP)
+    if state_dir:
+        parser.add_argument("--state-dir", default=default_state_dir(), help=STATE_DIR_HELP)
 
 
 def _seconds(text: str) -> float:
@@ -297,16 +312,17 @@ def run_get(args: argparse.Namespace) -> int:
 
 def run_ls(args: argparse.Namespace) -> int:
     async def ls(client: Client) -> int:
-        page = await client.list_tasks(status=args.status, limit=args.limit, cursor=args.cursor)
+        limit = DEFAULT_LIMIT if args.limit is None else args.limit
+        page = await client.list_tasks(status=args.status, limit=limit, cursor=args.cursor)
         if args.json or not _tty(sys.stdout):
             print(json.dumps(page, ensure_ascii=False))
         else:
             print(render_table(page.get("tasks", [])))
             if page.get("next_cursor"):
-                print(f"more: asya ls --cursor {page['next_cursor']}")
+                print(f"more: asya tasks --cursor {page['next_cursor']}")
         return EXIT_SUCCEEDED
 
-    return _run("ls", args, ls)
+    return _run("tasks", args, ls)
 
 
 def run_watch(args: argparse.Namespace) -> int:

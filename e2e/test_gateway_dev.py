@@ -50,7 +50,7 @@ def test_submit_and_wait_prints_the_final_task_and_exits_0(dev: Dev) -> None:
     assert task["route"]["prev"] == ["a", "b"]
 
     got = dev.asya("get", task["id"], "--json")
-    listed = dev.asya("ls", "--status", "succeeded", "--json")
+    listed = dev.asya("tasks", "--status", "succeeded", "--json")
 
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout) == task

@@ -422,6 +422,17 @@ def test_ls_lists_newest_first_with_a_status_filter_and_a_limit(
     assert ids[0] in [task["id"] for task in running.json()["tasks"]]
 
 
+def test_tasks_lists_them_without_a_filter(asya: Any, gateway: Gateway) -> None:
+    ids = [asya("submit", "b", "--payload", "{}").out.strip() for _ in range(2)]
+
+    listed = asya("tasks", "--json")
+    more = asya("tasks", "--limit", "1")
+
+    assert listed.code == 0, listed.err
+    assert [task["id"] for task in listed.json()["tasks"]][:2] == [ids[1], ids[0]]
+    assert [task["id"] for task in more.json()["tasks"]] == [ids[1]]
+
+
 def test_ls_refuses_a_limit_out_of_range(asya: Any) -> None:
     result = asya("ls", "--limit", "501")
 

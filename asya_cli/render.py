@@ -27,7 +27,6 @@ import yaml
 from asya_cli import manifests, spec_problems
 
 if TYPE_CHECKING:
-
     from asya_operator.config import OperatorConfig
     from asya_operator.models import AsyncActor
 

@@ -2,7 +2,7 @@
 
 Written once every sidecar is healthy, removed when that `asya dev` stops. It names the
 process, its transport and namespace, its gateway, and per actor the sidecar's admin URL and
-the pids of its sidecar and runtime, so that `asya actors` finds everything without asking
+the pids of its sidecar and runtime, so that `asya ls` finds everything without asking
 the user again. The file outlives an `asya dev` that was killed; `read_running` tells a live one
 from such a leftover by its pid.
 
@@ -154,7 +154,7 @@ def remove_if_ours(state_dir: Path, specs: Sequence[ProcessSpec]) -> None:
     """Remove the file if this process wrote it for the pipeline planned as `specs`.
 
     Another `asya dev` may have started on the same state directory since: its file must
-    stay, or `asya actors` would say nothing runs while it does."""
+    stay, or `asya ls` would say nothing runs while it does."""
     target = state_file(state_dir)
     try:
         written = parse(target.read_text(), target)

@@ -119,7 +119,7 @@ class LocalPipeline:
         if self.gateway is not None:
             # For `asya submit` and friends run without --gateway (the CLI reads it).
             dev_plan.gateway_url_file(self.state_dir).write_text(self.gateway.url + "\n")
-        # For `asya actors`: what runs, and where to ask each sidecar how it is doing.
+        # For `asya ls`: what runs, and where to ask each sidecar how it is doing.
         dev_state.record(
             self.state_dir,
             self.specs,

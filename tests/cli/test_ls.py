@@ -1,4 +1,4 @@
-"""`asya actors` (issue 18's `asya ls`): the actors of a running `asya dev`, and dev.json.
+"""`asya ls`: the actors of a running `asya dev`, and dev.json.
 
 The command runs as a user runs it (a subprocess) against a real `asya dev`; the pure
 pieces (rendering, the metrics parser, counting processes) are checked on their own.

@@ -132,19 +132,15 @@ def parse_binding(document: Mapping[str, Any], *, source: str) -> ActorManifest:
         raise ManifestError(f"{where}: {problems}") from None
     except ValueError as exc:
         raise ManifestError(f"{where}: {exc}") from None
-    return parse_actor(
-        {
-            "metadata": {"name": binding.name},
-            "spec": {
-                "actor": binding.actor,
-                "handler": handler,
-                "concurrency": binding.spec.concurrency,
-                "env": variables,
-                "resiliency": spec.get("resiliency"),
-            },
-        },
-        source=source,
-    )
+    bridge: dict[str, Any] = {
+        "actor": binding.actor,
+        "handler": handler,
+        "concurrency": binding.spec.concurrency,
+        "env": variables,
+    }
+    if spec.get("resiliency") is not None:
+        bridge["resiliency"] = spec["resiliency"]
+    return parse_actor({"metadata": {"name": binding.name}, "spec": bridge}, source=source)
 
 
 def _env(raw: Any, where: str) -> dict[str, str]:

@@ -49,6 +49,7 @@ COPY asya_operator/ asya_operator/
 COPY asya_runtime/ asya_runtime/
 COPY asya_shared/ asya_shared/
 COPY asya_sidecar/ asya_sidecar/
+COPY asya_sump/ asya_sump/
 COPY asya_transports/ asya_transports/
 
 # A venv without pip or setuptools: the base image's pip installs into it from outside, so

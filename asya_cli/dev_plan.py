@@ -203,7 +203,8 @@ def _gateway(
     if gateway.flows is not None:
         argv += ["--flows", str(gateway.flows)]
     # It publishes envelopes as the sidecars do: the same transport settings.
-    gateway_env = {**base_env, **_transport_env(settings), env.LOG_FORMAT: "text"}
+    gateway_env = {**base_env, **_transport_env(settings), env.LOG_FORMAT: "text",
+                   env.SUMP_STORE: sump_url(settings.state_dir)}  # fmt: skip
     return ProcessSpec(
         actor="gateway",
         role="gateway",

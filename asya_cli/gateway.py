@@ -64,6 +64,12 @@ def add_parser(commands: Any) -> None:
         "--flows", metavar="FILE", help=f"named flows, YAML (default ${env.GATEWAY_FLOWS})"
     )
     parser.add_argument(
+        "--sump",
+        metavar="URL",
+        help="x-sump's result store, for /v1/sump and the view's sump page: file://DIR or "
+        f"s3://bucket/prefix (default ${env.SUMP_STORE}, the crew's setting; none: no sump)",
+    )
+    parser.add_argument(
         "--retention",
         type=_retention,
         metavar="DURATION",
@@ -87,6 +93,7 @@ _FLAG_VARIABLES = {
     "internal_port": env.GATEWAY_INTERNAL_PORT,
     "store": env.GATEWAY_STORE,
     "flows": env.GATEWAY_FLOWS,
+    "sump": env.SUMP_STORE,
     "retention": env.GATEWAY_RETENTION,
     "insecure": env.GATEWAY_INSECURE,
 }

@@ -250,9 +250,9 @@ async def wait_for_result(
     x-sink (an unknown next actor, a result that could not be used) is stored only there.
     x-sink's record wins when both exist, as it is the envelope's own end.
     """
-    from asya_crew import record, stores  # the result store belongs to the crew
+    from asya_shared import records, stores
 
-    key = record.key(envelope_id)
+    key = records.key(envelope_id)
     store = stores.open_store(store_url)
     sump = None if sump_url is None else stores.open_store(sump_url)
     deadline = time.monotonic() + timeout

@@ -1,7 +1,8 @@
 """`asya sump ls|show` and `asya redrive`: look at what x-sump kept, and send it again.
 
 The decisions (what a record shows, what a redrive sends, what is refused) are in
-redrive_plan.py; this module reads the sump store, talks to the transport, and prints.
+asya_shared.redrive, the reading and sending in asya_sump.redriving (which the gateway's sump
+page shares); this module parses arguments, prints, and picks the exit code.
 
 A redrive removes a record from the sump only once the transport confirmed the send: a
 failed send leaves it there, to be redriven again.
@@ -18,8 +19,7 @@ import datetime
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,41 +28,19 @@ from rich.console import Console
 from rich.table import Table
 
 import asya_transports as transports
-from asya_cli import dev_plan, redrive_plan, send
-from asya_cli.redrive_plan import Filters, Redrive, Summary
-from asya_crew import record, stores
-from asya_shared import env, names
-from asya_sidecar.envelope import encode
+from asya_cli import dev_plan, send
+from asya_shared import env, names, redrive, stores
+from asya_shared.redrive import Filters, Summary
+from asya_sump import redriving
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Without a terminal the table is plain text of a fixed width, so scripts and tests see the
 # same lines whatever the environment's COLUMNS says.
 PLAIN_WIDTH = 200
 
-QueueOf = Callable[[str], str]  # an actor's queue name on the chosen transport
-
-REDRIVEN, WOULD_REDRIVE, REFUSED, NOT_SENT = "redriven", "would redrive", "refused", "not sent"
-
 
 class UsageError(ValueError):
     """Arguments that select nothing or cannot be read; exit code 2."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one selected record."""
-
-    id: str
-    to: str
-    result: str
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.result in (REDRIVEN, WOULD_REDRIVE) and not self.detail
-
-    def to_json(self) -> dict[str, str]:
-        return {"id": self.id, "to": self.to, "result": self.result, "detail": self.detail}
 
 
 def add_parsers(commands: Any) -> None:
@@ -135,14 +113,9 @@ def run_ls(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return _usage("asya sump ls", exc)
     try:
-        found = asyncio.run(_read_all(_store_url(args)))
+        rows = asyncio.run(_summaries(_store_url(args), filters))
     except (stores.StoreError, ValueError) as exc:
         return _failed("asya sump ls", exc)
-    rows = redrive_plan.newest_first(
-        summary
-        for summary in (redrive_plan.summarize(item) for _, item in found)
-        if redrive_plan.matches(summary, filters)
-    )
     if args.json:
         print(json.dumps([row.to_json() for row in rows], ensure_ascii=False))
         return EXIT_OK
@@ -170,7 +143,7 @@ def run_show(args: argparse.Namespace) -> int:
 def _summary_cells(rows: Sequence[Summary]) -> list[tuple[str, ...]]:
     return [
         (row.id, row.actor, row.reason, "" if row.attempt is None else str(row.attempt),
-         row.failed_at, redrive_plan.cut(row.error))
+         row.failed_at, redrive.cut(row.error))
         for row in rows
     ]  # fmt: skip
 
@@ -187,7 +160,7 @@ def run_redrive(args: argparse.Namespace) -> int:
             raise UsageError(
                 "nothing selected: give record ids, or --actor/--reason/--since to pick them"
             )
-        queue_of = _queues(args.namespace, args.transport)
+        queue_of = redriving.queue_namer(args.namespace, args.transport)
     except (UsageError, names.InvalidName) as exc:
         return _usage("asya redrive", exc)
     state_dir = Path(args.state_dir).resolve()
@@ -227,123 +200,41 @@ async def _redrive(
     filters: Filters,
     dry_run: bool,
     kind: str,
-    environ: Mapping[str, str],
-    queue_of: QueueOf,
-) -> list[Outcome]:
+    environ: dict[str, str],
+    queue_of: redriving.QueueOf,
+) -> list[redriving.Outcome]:
     store = stores.open_store(store_url)
     try:
-        selected, outcomes = await _select(store, ids, filters)
-        now = datetime.datetime.now(datetime.UTC)
-        planned: list[tuple[str, str, Redrive]] = []
-        for key, envelope_id, item in selected:
-            step = redrive_plan.plan(item, now=now)
-            if isinstance(step, redrive_plan.Refused):
-                outcomes.append(Outcome(envelope_id, "", REFUSED, step.why))
-            elif dry_run:
-                outcomes.append(Outcome(envelope_id, step.to, WOULD_REDRIVE))
-            else:
-                planned.append((key, envelope_id, step))
-        if planned:
-            async with transports.create(kind, environ) as transport:
-                for key, envelope_id, step in planned:
-                    outcomes.append(await _send_one(store, transport, queue_of, key,
-                                                    envelope_id, step))  # fmt: skip
+        return await redriving.redrive_records(
+            store,
+            ids=ids,
+            filters=filters,
+            dry_run=dry_run,
+            connect=lambda: transports.create(kind, environ),
+            queue_of=queue_of,
+            now=datetime.datetime.now(datetime.UTC),
+        )
     finally:
         await store.close()
-    order = {envelope_id: index for index, envelope_id in enumerate(ids)}
-    return sorted(outcomes, key=lambda outcome: order.get(outcome.id, len(order)))
-
-
-async def _send_one(
-    store: stores.ResultStore,
-    transport: transports.Transport,
-    queue_of: QueueOf,
-    key: str,
-    envelope_id: str,
-    step: Redrive,
-) -> Outcome:
-    try:
-        queue = queue_of(step.to)
-        await transport.send(queue, encode(step.envelope))
-    except (names.InvalidName, transports.TransportError) as exc:
-        hint = ""
-        if isinstance(exc, transports.QueueNotFound):
-            hint = f" (is actor {step.to!r} running on this transport and namespace?)"
-        return Outcome(envelope_id, step.to, NOT_SENT, f"{exc}{hint}; the record stays")
-    try:
-        await store.delete(key)
-    except stores.StoreError as exc:
-        # Sent: redriving this record again would send it twice.
-        return Outcome(
-            envelope_id, step.to, REDRIVEN, f"sent, but the record stays in the sump ({exc}); "
-            "remove it before redriving again",
-        )  # fmt: skip
-    return Outcome(envelope_id, step.to, REDRIVEN)
-
-
-async def _select(
-    store: stores.ResultStore, ids: Sequence[str], filters: Filters
-) -> tuple[list[tuple[str, str, dict[str, Any]]], list[Outcome]]:
-    """The records to redrive as (key, id, record), and an outcome for each id not found."""
-    if ids:
-        selected, missing = [], []
-        for envelope_id in dict.fromkeys(ids):  # each once, in the order given
-            key = record.key(envelope_id)
-            item = _decode(await store.get(key))
-            if item is None:
-                missing.append(Outcome(envelope_id, "", REFUSED, "no sump record for this id"))
-            else:
-                selected.append((key, envelope_id, item))
-        return selected, missing
-    chosen = []
-    for key, item in await _read_all_from(store):
-        summary = redrive_plan.summarize(item)
-        if redrive_plan.matches(summary, filters):
-            chosen.append((key, summary, item))
-    # The order of `asya sump ls`: newest failure first, ties by id.
-    chosen.sort(key=lambda entry: entry[1].id)
-    chosen.sort(key=lambda entry: redrive_plan.failure_time(entry[1]), reverse=True)
-    return [(key, summary.id, item) for key, summary, item in chosen], []
 
 
 # ------------------------------------------------------------------------------------ reading
 
 
-async def _read_all(store_url: str) -> list[tuple[str, dict[str, Any]]]:
+async def _summaries(store_url: str, filters: Filters) -> list[Summary]:
     store = stores.open_store(store_url)
     try:
-        return await _read_all_from(store)
+        return await redriving.summaries(store, filters)
     finally:
         await store.close()
-
-
-async def _read_all_from(store: stores.ResultStore) -> list[tuple[str, dict[str, Any]]]:
-    found = []
-    for key in await store.list():
-        item = _decode(await store.get(key))
-        if item is None:
-            # Removed since the listing (a redrive running elsewhere), or not a record.
-            continue
-        found.append((key, item))
-    return found
 
 
 async def _read_one(store_url: str, envelope_id: str) -> dict[str, Any] | None:
     store = stores.open_store(store_url)
     try:
-        return _decode(await store.get(record.key(envelope_id)))
+        return await redriving.read_one(store, envelope_id)
     finally:
         await store.close()
-
-
-def _decode(data: bytes | None) -> dict[str, Any] | None:
-    if data is None:
-        return None
-    try:
-        item = json.loads(data)
-    except ValueError:
-        return None
-    return item if isinstance(item, dict) else None
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -353,19 +244,10 @@ def _filters(args: argparse.Namespace) -> Filters:
     since = None
     if args.since is not None:
         try:
-            since = redrive_plan.parse_since(args.since, now=datetime.datetime.now(datetime.UTC))
+            since = redrive.parse_since(args.since, now=datetime.datetime.now(datetime.UTC))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     return Filters(actor=args.actor, reason=args.reason, since=since)
-
-
-def _queues(namespace: str, kind: str) -> QueueOf:
-    names.queue_name(namespace, "probe")  # a bad namespace is a usage error, found up front
-
-    def queue_of(actor: str) -> str:
-        return names.check_queue_name(names.queue_name(namespace, actor), kind)
-
-    return queue_of
 
 
 def _store_url(args: argparse.Namespace) -> str:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from asya_crew.stores import FORMS
 from asya_shared import env
+from asya_shared.stores import FORMS
 
 RESULT_STORE = env.RESULT_STORE
 SUMP_STORE = env.SUMP_STORE

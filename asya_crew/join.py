@@ -48,9 +48,9 @@ from typing import Any, cast
 from prometheus_client import Counter
 
 import asya_transports as transports
-from asya_crew import config, exposition, joining, record, reporting
+from asya_crew import config, exposition, joining, reporting
 from asya_crew.joinstore import Claimed, JoinStore, Part, open_join_store
-from asya_shared import durations, joins, names, times
+from asya_shared import durations, joins, names, records, times
 from asya_shared import env as variables
 
 log = logging.getLogger("asya.crew.join")
@@ -214,7 +214,7 @@ class Emitter:
 
 def _encode(envelope: dict[str, Any]) -> bytes:
     # An envelope has a record's fields (and may have more): the same JSON encoding.
-    return record.encode(cast(record.Record, envelope))
+    return records.encode(cast(records.Record, envelope))
 
 
 def _outcome(emission: joining.Emission) -> str:
@@ -242,7 +242,7 @@ class Join:
 
     async def handle(self, payload: Any) -> AsyncGenerator[Any, Any]:
         fields: dict[str, Any] = {}
-        for name in record.FIELDS:
+        for name in records.FIELDS:
             fields[name] = yield "GET", f".{name}"
         store = await self.emitter.ready()
         headers = fields["headers"] if isinstance(fields["headers"], dict) else {}

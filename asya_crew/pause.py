@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 
-from asya_crew import config, exposition, record
+from asya_crew import config, exposition
 from asya_shared import env as variables
-from asya_shared import pauses, times
+from asya_shared import pauses, records, times
 
 log = logging.getLogger("asya.crew.pause")
 
@@ -81,7 +81,7 @@ class Pause:
 
     async def handle(self, payload: Any) -> AsyncGenerator[Any, Any]:
         fields: dict[str, Any] = {}
-        for name in record.FIELDS:
+        for name in records.FIELDS:
             fields[name] = yield "GET", f".{name}"
         headers = fields["headers"] if isinstance(fields["headers"], dict) else {}
         # A bad spec raises PauseSpecError naming the header path: the task fails with it.

@@ -20,8 +20,8 @@ import os
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-from asya_crew import config, exposition, record, reporting, stores
-from asya_shared import joins, names
+from asya_crew import config, exposition, reporting
+from asya_shared import joins, names, records, stores
 
 FAILED = "failed"
 CANCELED = "canceled"
@@ -39,10 +39,10 @@ class Sink:
 
     async def handle(self, payload: Any) -> AsyncGenerator[Any, Any]:
         fields: dict[str, Any] = {}
-        for name in record.FIELDS:
+        for name in records.FIELDS:
             fields[name] = yield "GET", f".{name}"
-        result = record.build(fields, payload)
-        await self.store.put(record.key(result["id"]), record.encode(result))
+        result = records.build(fields, payload)
+        await self.store.put(records.key(result["id"]), records.encode(result))
         if self.reporter is not None:
             report = reporting.terminal_report(result, actor=names.SINK, at=reporting.now_rfc3339())
             if report is not None:
@@ -63,7 +63,7 @@ class Sink:
         # Yielding nothing answers 204: the envelope is done.
 
 
-def goes_to_join(result: record.Record) -> bool:
+def goes_to_join(result: records.Record) -> bool:
     """A part of a join that failed or was canceled goes to x-join, which counts it, unless
     it came from x-join already (x-join failing on it must not send it round again)."""
     status, headers = result["status"], result["headers"]

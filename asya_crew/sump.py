@@ -18,8 +18,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from asya_crew import config, exposition, record, reporting, stores
-from asya_shared import names
+from asya_crew import config, exposition, reporting
+from asya_shared import names, records, stores
 
 UNKNOWN = "unknown"
 
@@ -45,10 +45,10 @@ class Sump:
 
     async def handle(self, payload: Any) -> AsyncGenerator[Any, Any]:
         fields: dict[str, Any] = {}
-        for name in record.FIELDS:
+        for name in records.FIELDS:
             fields[name] = yield "GET", f".{name}"
-        result = record.build(fields, payload)
-        await self.store.put(record.key(result["id"]), record.encode(result))
+        result = records.build(fields, payload)
+        await self.store.put(records.key(result["id"]), records.encode(result))
         # Counted and logged only once stored: a redelivery after a store error must not
         # count the same envelope twice (a redelivery after a crash still may).
         reason, actor = labels(result["status"])

@@ -12,6 +12,9 @@ runs: serve it with lifespan on.
     POST   /v1/tasks/{id}/resume    {"input": {...}}: 200 with the task running again;
                                     409 not paused, 400 input that does not fit the pause
     GET    /v1/tasks/{id}/events    Server-Sent Events (sse.py)
+    GET    /v1/sump                 what x-sump kept, and a redrive of one record: sump.py
+    GET    /v1/sump/{id}            (404 without a sump store)
+    POST   /v1/sump/{id}/redrive
 
 Internal app (`--internal-port`): reports only, never a task read.
 
@@ -44,7 +47,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import asya_transports as transports
-from asya_gateway import a2a_agent, mcp_tools, openai_api, ui
+from asya_gateway import a2a_agent, mcp_tools, openai_api, sump, ui
 from asya_gateway.bodies import read_body
 from asya_gateway.doors import running
 from asya_gateway.errors import ApiError, error_response
@@ -77,9 +80,13 @@ READINESS_TIMEOUT_S = 3.0
 # ------------------------------------------------------------------------------ public
 
 
-def public_app(gateway: Gateway) -> Starlette:
+def public_app(gateway: Gateway, *, sump_store: str | None = None) -> Starlette:
+    """`sump_store`: the URL of x-sump's result store (ASYA_SUMP_STORE), for /v1/sump and the
+    view's sump page; None leaves them saying that none is configured. Raises ValueError for
+    a URL no store accepts."""
     api = _PublicApi(gateway)
-    routes = [
+    sump_view = sump.Sump.from_url(gateway, sump_store)
+    routes: list[BaseRoute] = [
         Route("/v1/tasks", api.submit, methods=["POST"]),
         Route("/v1/tasks", api.list_tasks, methods=["GET"]),
         Route("/v1/tasks/{task_id}", api.get_task, methods=["GET"]),
@@ -91,14 +98,18 @@ def public_app(gateway: Gateway) -> Starlette:
         Route("/metrics", api.metrics, methods=["GET"]),
     ]
     doors = [module.front_door(gateway) for module in (openai_api, a2a_agent, mcp_tools)]
+    routes += sump.routes(sump_view)
     app = _app([*routes, *(route for door in doors for route in door.routes)], gateway.metrics)
-    ui.install(app, gateway)  # the read-only web view at /ui (ui.py)
+    ui.install(app, gateway, sump_view)  # the web view at /ui (ui.py)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         del app
-        async with running(doors):
-            yield
+        try:
+            async with running(doors):
+                yield
+        finally:
+            await sump_view.close()
 
     app.router.lifespan_context = lifespan
     return app

@@ -41,7 +41,7 @@ from asya_gateway.store import open_store
 from asya_gateway.store.base import Store, StoreError
 from asya_gateway.store.urls import redact, sqlite_url
 from asya_gateway.streaming import SEND_TIMEOUT_S
-from asya_shared import env, names
+from asya_shared import env, names, stores
 from asya_shared.durations import parse_duration
 
 __all__ = [
@@ -83,6 +83,7 @@ class GatewaySettings:
     insecure: bool = False  # serve a non-loopback host without API keys
     namespace: str = "default"
     transport: str = "local"
+    sump_url: str | None = None  # x-sump's store (ASYA_SUMP_STORE): /v1/sump, the sump page
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
@@ -128,6 +129,7 @@ class GatewaySettings:
             insecure=insecure,
             namespace=text(env.NAMESPACE) or cls.namespace,
             transport=text(env.TRANSPORT) or cls.transport,
+            sump_url=text(env.SUMP_STORE),
         )
         problems.extend(settings.problems())
         if problems:
@@ -146,6 +148,11 @@ class GatewaySettings:
             names.queue_name(self.namespace, names.SINK)
         except names.InvalidName as exc:
             found.append(str(exc))
+        if self.sump_url is not None:
+            try:
+                stores.check_url(self.sump_url)
+            except ValueError as exc:
+                found.append(f"{env.SUMP_STORE}: {exc}")
         if self.port == self.internal_port and self.port != 0:
             found.append(f"the public and the internal port are both {self.port}; use two ports")
         if not self.api_keys_file and not self.insecure and not is_loopback(self.host):
@@ -343,7 +350,8 @@ class GatewayServer:
             clock=self._clock,
         )
         self._gateway = gateway
-        for app, sock in ((public_app(gateway), sockets[0]), (internal_app(gateway), sockets[1])):
+        public = public_app(gateway, sump_store=settings.sump_url)
+        for app, sock in ((public, sockets[0]), (internal_app(gateway), sockets[1])):
             server = _Uvicorn(_config(app))
             self._servers.append(server)
             self._tasks.append(asyncio.create_task(server.serve(sockets=[sock])))

@@ -1,11 +1,16 @@
-"""The gateway's read-only web view at /ui: server-rendered HTML, a little JavaScript, no
-build step and nothing fetched from elsewhere at run time.
+"""The gateway's web view at /ui: server-rendered HTML, a little JavaScript, no build step
+and nothing fetched from elsewhere at run time. It reads; the one thing it changes is the
+sump, with a redrive button.
 
     GET  /ui                  recent tasks (id, route, status, progress, updated), filtered by
                               ?status= and ?q= (text in the id); the page's script polls
                               GET /v1/tasks with the same filter
     GET  /ui/tasks/{id}       one task: status, route (done / current / next), result or
                               error, and a live event log fed by GET /v1/tasks/{id}/events
+    GET  /ui/sump             what x-sump kept (id, actor, reason, attempt, failed at, error),
+                              filtered by ?actor=, ?reason=, ?since=; the script polls
+                              GET /v1/sump, and each row's Redrive button posts to
+                              /v1/sump/{id}/redrive and shows the outcome in the row
     GET  /ui/login            the API key form (only when keys are configured)
     POST /ui/login            checks the key, keeps it in a cookie, back to the page asked for
     POST /ui/logout           forgets the cookie
@@ -14,22 +19,22 @@ build step and nothing fetched from elsewhere at run time.
 How a browser presents the key: a page load cannot carry an Authorization header, and
 neither can EventSource, so the key given once to /ui/login is kept in an HttpOnly,
 SameSite=Strict cookie (the page's script never sees it, and no other site's page can send
-it). `KeyCookie` lets that cookie stand in for the header on reads only (GET and HEAD of
-/v1/tasks... and /ui...): a cookie never authorizes a submit, cancel or resume, so no other
-site can make a logged-in browser change anything. auth.py still decides every request,
-from the header it gets. With no keys configured the view is open, like the API.
+it). `KeyCookie` lets that cookie stand in for the header on reads (GET and HEAD of
+/v1/tasks..., /v1/sump... and /ui...), and on one write: POST /v1/sump/{id}/redrive, and only
+when the request's Origin is this gateway (the page's own fetch). A cookie never authorizes
+a submit, cancel or resume, nor a redrive sent from another site's page. auth.py still
+decides every request, from the header it gets. With no keys configured the view is open,
+like the API.
 
 Everything a task holds (payload, result, error text) is shown escaped: html.escape here,
 textContent in the script, and a Content-Security-Policy that runs no inline script.
-
-The sump (with its redrive button) is to get a section of its own: a page registered in
-`routes` and an entry in `NAV`, behind the same key.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +49,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from asya_gateway.errors import ApiError
 from asya_gateway.service import Gateway
+from asya_gateway.sump import NOT_CONFIGURED, Sump, filters_from
 from asya_gateway.tasks import TERMINAL, TaskStatus
+from asya_shared import redrive, stores
 
 __all__ = [
     "COOKIE",
@@ -54,6 +61,7 @@ __all__ = [
     "cookie_may_authorize",
     "install",
     "matching",
+    "origin_is",
     "route_steps",
     "routes",
     "safe_next",
@@ -66,8 +74,8 @@ LIST_LIMIT = 200
 MAX_LOGIN_BODY = 4096
 # What the id filter may hold: it is matched as plain text, never as a pattern.
 MAX_QUERY = 200
-# The pages of the view, in the order of the navigation bar (the sump's goes here later).
-NAV: tuple[tuple[str, str], ...] = (("/ui", "Tasks"),)
+# The pages of the view, in the order of the navigation bar.
+NAV: tuple[tuple[str, str], ...] = (("/ui", "Tasks"), ("/ui/sump", "Sump"))
 
 _STATIC = {
     "ui.js": "text/javascript; charset=utf-8",
@@ -86,20 +94,24 @@ _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
+# The one write a cookie may authorize, and only from this gateway's own pages.
+_REDRIVE_PATH = re.compile(r"^/v1/sump/.+/redrive$")
 _STATUSES = tuple(str(status) for status in TaskStatus)
 
 
-def install(app: Starlette, gateway: Gateway) -> None:
-    """Add the web view to the public app: its routes, and the cookie that carries the key."""
-    app.router.routes.extend(routes(gateway))
+def install(app: Starlette, gateway: Gateway, sump: Sump | None = None) -> None:
+    """Add the web view to the public app: its routes, and the cookie that carries the key.
+    Without `sump` the sump page says that no sump store is configured."""
+    app.router.routes.extend(routes(gateway, sump))
     app.add_middleware(KeyCookie)
 
 
-def routes(gateway: Gateway) -> list[BaseRoute]:
-    pages = _Pages(gateway)
+def routes(gateway: Gateway, sump: Sump | None = None) -> list[BaseRoute]:
+    pages = _Pages(gateway, sump or Sump(gateway, None))
     return [
         Route("/ui", pages.tasks, methods=["GET"]),
         Route("/ui/tasks/{task_id}", pages.task, methods=["GET"]),
+        Route("/ui/sump", pages.sump, methods=["GET"]),
         Route("/ui/login", pages.login_form, methods=["GET"]),
         Route("/ui/login", pages.login, methods=["POST"]),
         Route("/ui/logout", pages.logout, methods=["POST"]),
@@ -110,12 +122,25 @@ def routes(gateway: Gateway) -> list[BaseRoute]:
 # ------------------------------------------------------------------------ the key cookie
 
 
-def cookie_may_authorize(method: str, path: str) -> bool:
+def cookie_may_authorize(method: str, path: str, *, same_origin: bool = False) -> bool:
     """Whether the key cookie may stand in for the Authorization header: on reads of the
-    tasks API and of the view, never on anything that changes a task."""
+    tasks and sump API and of the view, and on a redrive sent by this gateway's own page
+    (`same_origin`); never on anything that changes a task."""
+    if method == "POST" and _REDRIVE_PATH.match(path):
+        return same_origin
     if method not in _SAFE_METHODS:
         return False
-    return path in ("/v1/tasks", "/ui") or path.startswith(("/v1/tasks/", "/ui/"))
+    return path in ("/v1/tasks", "/v1/sump", "/ui") or path.startswith(
+        ("/v1/tasks/", "/v1/sump/", "/ui/")
+    )
+
+
+def origin_is(origin: str | None, host: str | None) -> bool:
+    """Whether a request's Origin names the host it was sent to: a page of this gateway.
+    No Origin is no proof (every browser sends one with a fetch POST)."""
+    if not origin or not host:
+        return False
+    return origin in (f"http://{host}", f"https://{host}")
 
 
 class KeyCookie:
@@ -126,13 +151,21 @@ class KeyCookie:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and cookie_may_authorize(scope["method"], scope["path"]):
+        if scope["type"] == "http" and cookie_may_authorize(
+            scope["method"], scope["path"], same_origin=_same_origin_scope(scope)
+        ):
             headers: list[tuple[bytes, bytes]] = list(scope["headers"])
             key = _cookie_key(headers)
             if key is not None and not any(name == b"authorization" for name, _ in headers):
                 headers.append((b"authorization", b"Bearer " + key.encode("ascii")))
                 scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
+
+
+def _same_origin_scope(scope: Scope) -> bool:
+    found = {name: value.decode("latin-1") for name, value in scope["headers"]
+             if name in (b"origin", b"host")}  # fmt: skip
+    return origin_is(found.get(b"origin"), found.get(b"host"))
 
 
 def _cookie_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
@@ -164,8 +197,9 @@ def safe_next(target: str | None) -> str:
 
 
 class _Pages:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, sump: Sump) -> None:
         self.gw = gateway
+        self.sump_view = sump
 
     def _tenant(self, request: Request) -> str | None:
         """The caller's tenant; None when the key is missing or wrong (go and log in)."""
@@ -205,6 +239,25 @@ class _Pages:
             return _page("No such task", _error_body(message, "/ui", "all tasks"), status=404)
         body = _task_body(task.to_json(), auth=self.gw.keys is not None)
         return _page(f"Task {task.id}", body, page="task")
+
+    async def sump(self, request: Request) -> Response:
+        if self._tenant(request) is None:
+            return _to_login(request)
+        auth = self.gw.keys is not None
+        if not self.sump_view.configured:
+            return _page("Sump", _sump_body(None, {}, auth=auth, problem=NOT_CONFIGURED),
+                         page="message")  # fmt: skip
+        shown = {name: request.query_params.get(name) or "" for name in _SUMP_FILTERS}
+        try:
+            filters = filters_from(request.query_params, now=self.gw.clock())
+        except ValueError as exc:
+            return _page("Sump", _error_body(str(exc), "/ui/sump", "the whole sump"), status=400)
+        try:
+            rows = await self.sump_view.summaries(filters)
+        except stores.StoreError as exc:
+            problem = f"The sump store cannot answer now ({exc}); reload to try again."
+            return _page("Sump", _error_body(problem, "/ui/sump", "the whole sump"), status=503)
+        return _page("Sump", _sump_body(rows, shown, auth=auth, problem=None), page="sump")
 
     async def login_form(self, request: Request) -> Response:
         if self.gw.keys is None:
@@ -450,6 +503,60 @@ def _outcome(task: Mapping[str, Any]) -> str:
     return "".join(
         f'<h2>{_e(title)}</h2><pre id="{_e(field)}">{_e(_json_text(value))}</pre>'
         for title, field, value in sections
+    )
+
+
+_SUMP_FILTERS = ("actor", "reason", "since")
+_SUMP_COLUMNS = ("Id", "Actor", "Reason", "Attempt", "Failed at", "Error", "")
+
+
+def _sump_body(
+    rows: Sequence[redrive.Summary] | None,
+    shown: Mapping[str, str],
+    *,
+    auth: bool,
+    problem: str | None,
+) -> str:
+    """The sump table with its filters; with `problem` (no store configured) just that."""
+    heading = f"{_logout_form(auth)}<h1>Sump</h1>"
+    if rows is None:
+        return heading + f'<p class="problem" id="problem">{_e(problem or "")}</p>'
+    inputs = " ".join(
+        f'<label>{_e(label)} <input type="search" name="{name}" id="{name}-filter" '
+        f'value="{_e(shown.get(name, ""))}" placeholder="{_e(hint)}" maxlength="{MAX_QUERY}">'
+        "</label>"
+        for name, label, hint in (
+            ("actor", "Actor", "infer"),
+            ("reason", "Reason", "HandlerError"),
+            ("since", "Since", "1h or 2026-12-01T10:00:00Z"),
+        )
+    )
+    head = "".join(f"<th>{_e(column)}</th>" for column in _SUMP_COLUMNS)
+    return (
+        f"{heading}"
+        '<p class="muted">What x-sump kept of envelopes that failed or could not be processed, '
+        "newest failure first. Redrive sends one back to the actor that failed it, with the "
+        "steps it had not run; it leaves the sump once the broker took it.</p>"
+        f'<form id="filters" method="get" action="/ui/sump">{inputs} '
+        '<button type="submit">Filter</button>'
+        '<span id="refreshed" class="muted"></span></form>'
+        f'<table id="sump"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(_sump_row(row) for row in rows)}</tbody></table>"
+        f'<p id="empty" class="muted"{"" if not rows else " hidden"}>No sump record matches.</p>'
+    )
+
+
+def _sump_row(row: redrive.Summary) -> str:
+    attempt = "" if row.attempt is None else str(row.attempt)
+    cells = (
+        ("id", row.id), ("actor", row.actor), ("reason", row.reason), ("attempt", attempt),
+        ("failed", row.failed_at), ("error", redrive.cut(row.error)),
+    )  # fmt: skip
+    return (
+        f'<tr data-id="{_e(row.id)}">'
+        + "".join(f'<td class="{name}">{_e(text)}</td>' for name, text in cells)
+        + f'<td class="action"><button type="button" class="redrive" data-id="{_e(row.id)}">'
+        'Redrive</button> <span class="outcome"></span></td></tr>'
     )
 
 

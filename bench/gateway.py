@@ -66,9 +66,8 @@ from asya_cli import dev_plan, send
 from asya_cli.gateway_client import TERMINAL, Client, Target
 from asya_cli.local_pipeline import LocalPipeline
 from asya_cli.manifests import ActorManifest
-from asya_crew import record
-from asya_crew import stores as result_stores
-from asya_shared import env
+from asya_shared import env, records
+from asya_shared import stores as result_stores
 from asya_sidecar.envelope import encode
 from asya_transports import Broker
 from bench import measure
@@ -376,7 +375,7 @@ async def through_send(
         traceparent=f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01",
         now=datetime.datetime.now(datetime.UTC),
     )
-    key = record.key(fields["id"])
+    key = records.key(fields["id"])
     started = time.perf_counter()
     await transport.send(queue, encode(fields))
     data = await eventually(

@@ -14,13 +14,14 @@ PACKAGES = [
     "asya_cli",
     "asya_crew",
     "asya_crew.joinstore",
-    "asya_crew.stores",
+    "asya_shared.stores",
     "asya_gateway",
     "asya_gateway.store",
     "asya_operator",
     "asya_runtime",
     "asya_shared",
     "asya_sidecar",
+    "asya_sump",
     "asya_transports",
 ]
 

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from asya_crew import record
+from asya_shared import records
 from tests.support.runtime import RuntimeFactory
 
 REPO = Path(__file__).resolve().parent.parent
@@ -447,7 +447,8 @@ class TestReplayedImage:
         modules = [
             "asya_crew.sink",
             "asya_crew.sump",
-            "asya_crew.stores.s3",
+            "asya_sump.redriving",
+            "asya_shared.stores.s3",
             "asya_operator.handlers",
             "asya_transports.rabbitmq",
             "asya_transports.sqs",
@@ -512,7 +513,7 @@ class TestReplayedImage:
             status={"phase": "succeeded", "actor": "a", "attempt": 1},
         )
         assert answer.status_code == 204, answer.text
-        stored = json.loads((results / record.key("image-crew-1")).read_text())
+        stored = json.loads((results / records.key("image-crew-1")).read_text())
         assert stored["payload"] == {"answer": 42}
         assert stored["status"]["phase"] == "succeeded"
 

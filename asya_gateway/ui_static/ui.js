@@ -41,6 +41,17 @@ async function getJson(url) {
 
 // ------------------------------------------------------------------------- the list
 
+// Polling redraws only the rows that changed: a row replaced under the pointer loses the
+// click aimed at it, and a reader's selection with it.
+function setRows(body, rows) {
+  rows.forEach((row, index) => {
+    const old = body.children[index];
+    if (!old) body.append(row);
+    else if (!old.isEqualNode(row)) old.replaceWith(row);
+  });
+  while (body.children.length > rows.length) body.lastElementChild.remove();
+}
+
 function taskRow(task) {
   const row = el("tr", { "data-id": task.id, "data-status": task.status });
   const link = el("a", { href: "/ui/tasks/" + encodeURIComponent(task.id) }, task.id);
@@ -76,7 +87,7 @@ function startTaskList() {
       if (mine !== latest) return;
       const needle = idFilter.value.trim().toLowerCase();
       const shown = page.tasks.filter((task) => task.id.toLowerCase().includes(needle));
-      body.replaceChildren(...shown.map(taskRow));
+      setRows(body, shown.map(taskRow));
       empty.hidden = shown.length > 0;
       refreshed.textContent = "updated " + new Date().toLocaleTimeString();
       refreshed.classList.remove("problem");
@@ -104,6 +115,151 @@ function startTaskList() {
   statusFilter.addEventListener("change", filtersChanged);
   idFilter.addEventListener("input", filtersChanged);
   timer = setTimeout(refresh, POLL_MS);
+}
+
+// ------------------------------------------------------------------------- the sump
+
+const SUMP_FILTERS = ["actor", "reason", "since"];
+const ERROR_WIDTH = 60; // as the server cuts the error's first line
+
+function cut(text) {
+  return text.length <= ERROR_WIDTH ? text : text.slice(0, ERROR_WIDTH - 1) + "…";
+}
+
+// What a redrive answered: the outcome ({id, to, result, detail}) or the API's error shape.
+function outcomeText(outcome) {
+  if (outcome.result === "redriven" && !outcome.detail) return "redriven to " + outcome.to;
+  return outcome.detail ? outcome.result + ": " + outcome.detail : outcome.result;
+}
+
+function startSumpPage() {
+  const form = document.getElementById("filters");
+  const inputs = SUMP_FILTERS.map((name) => document.getElementById(name + "-filter"));
+  const body = document.querySelector("#sump tbody");
+  const empty = document.getElementById("empty");
+  const refreshed = document.getElementById("refreshed");
+  // Rows redriven (or being redriven) from this page: a redriven record leaves the sump, but
+  // its row stays, saying where it went, until the page is left.
+  const settled = new Map(); // id -> {record, state, text}
+  let timer = null;
+  let latest = 0;
+
+  function row(record) {
+    const tr = el("tr", { "data-id": record.id });
+    const cells = [
+      ["id", record.id], ["actor", record.actor], ["reason", record.reason],
+      ["attempt", record.attempt === null ? "" : String(record.attempt)],
+      ["failed", record.failed_at], ["error", cut(record.error)],
+    ];
+    for (const [name, text] of cells) tr.append(el("td", { class: name }, text));
+    const action = el("td", { class: "action" });
+    const button = el("button", { type: "button", class: "redrive", "data-id": record.id }, "Redrive");
+    const outcome = el("span", { class: "outcome" });
+    action.append(button, " ", outcome);
+    tr.append(action);
+    const done = settled.get(record.id);
+    if (done) {
+      tr.dataset.result = done.state;
+      button.disabled = true;
+      outcome.textContent = done.text;
+      if (done.state !== "redriven" && done.state !== "sending") {
+        outcome.classList.add("problem");
+        button.disabled = false;
+      }
+    }
+    return tr;
+  }
+
+  function render(records) {
+    const ids = new Set(records.map((record) => record.id));
+    const gone = [...settled.values()].filter((done) => !ids.has(done.record.id));
+    const shown = [...gone.map((done) => done.record), ...records];
+    setRows(body, shown.map(row));
+    empty.hidden = shown.length > 0;
+  }
+
+  let records = [];
+  async function refresh() {
+    clearTimeout(timer);
+    const mine = ++latest;
+    const query = new URLSearchParams();
+    SUMP_FILTERS.forEach((name, index) => {
+      if (inputs[index].value.trim()) query.set(name, inputs[index].value.trim());
+    });
+    try {
+      const page = await getJson("/v1/sump?" + query);
+      if (mine !== latest) return;
+      records = page.records;
+      render(records);
+      refreshed.textContent = "updated " + new Date().toLocaleTimeString();
+      refreshed.classList.remove("problem");
+    } catch (error) {
+      if (mine !== latest) return;
+      refreshed.textContent = "not refreshed: " + error.message;
+      refreshed.classList.add("problem");
+    }
+    timer = setTimeout(refresh, POLL_MS);
+  }
+
+  async function redrive(id) {
+    const record = records.find((item) => item.id === id);
+    if (!record) return;
+    settled.set(id, { record, state: "sending", text: "sending…" });
+    render(records);
+    let state, text;
+    try {
+      const response = await fetch("/v1/sump/" + encodeURIComponent(id) + "/redrive", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+      if (response.status === 401) {
+        loginAgain();
+        return;
+      }
+      const answer = await response.json();
+      if (answer.error) {
+        [state, text] = ["failed", answer.error.message];
+      } else {
+        state = answer.result === "redriven" && !answer.detail ? "redriven" : answer.result;
+        text = outcomeText(answer);
+      }
+    } catch (error) {
+      [state, text] = ["failed", "not sent: " + error.message];
+    }
+    settled.set(id, { record, state, text });
+    render(records);
+  }
+
+  body.addEventListener("click", (event) => {
+    const button = event.target.closest("button.redrive");
+    if (button && !button.disabled) redrive(button.dataset.id);
+  });
+
+  function filtersChanged() {
+    const query = new URLSearchParams();
+    SUMP_FILTERS.forEach((name, index) => {
+      if (inputs[index].value.trim()) query.set(name, inputs[index].value.trim());
+    });
+    const search = query.toString();
+    history.replaceState(null, "", "/ui/sump" + (search ? "?" + search : ""));
+    refresh();
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    filtersChanged();
+  });
+  // The rows the server rendered, until the first poll answers.
+  records = [...body.querySelectorAll("tr")].map((tr) => ({
+    id: tr.dataset.id,
+    actor: tr.querySelector(".actor").textContent,
+    reason: tr.querySelector(".reason").textContent,
+    attempt: tr.querySelector(".attempt").textContent === "" ? null : Number(tr.querySelector(".attempt").textContent),
+    failed_at: tr.querySelector(".failed").textContent,
+    error: tr.querySelector(".error").textContent,
+  }));
+  refresh();
 }
 
 // ------------------------------------------------------------------------- one task
@@ -203,4 +359,5 @@ document.addEventListener("DOMContentLoaded", () => {
   const page = document.body.dataset.page;
   if (page === "tasks") startTaskList();
   if (page === "task") startTaskPage();
+  if (page === "sump") startSumpPage();
 });

@@ -180,7 +180,7 @@ def test_a_port_in_use_exits_3_naming_it(tmp_path: Path) -> None:
 def test_flags_are_laid_over_the_environment() -> None:
     args = argparse.Namespace(
         host="0.0.0.0", port=None, internal_port="9", store=None, flows=None,
-        retention=None, insecure=True,
+        retention=None, insecure=True, sump="file:///var/asya/sump",
     )  # fmt: skip
     environ = {"ASYA_GATEWAY_PORT": "7", "ASYA_GATEWAY_INTERNAL_PORT": "8"}
 
@@ -191,6 +191,7 @@ def test_flags_are_laid_over_the_environment() -> None:
         "ASYA_GATEWAY_PORT": "7",
         "ASYA_GATEWAY_INTERNAL_PORT": "9",
         "ASYA_GATEWAY_INSECURE": "true",
+        "ASYA_SUMP_STORE": "file:///var/asya/sump",
     }
     settings = GatewaySettings.from_env(merged)  # --insecure lets 0.0.0.0 go without keys
     assert (settings.host, settings.port, settings.internal_port) == ("0.0.0.0", 7, 9)

@@ -23,8 +23,7 @@ from typing import Any
 import pytest
 
 import asya_transports as transports
-from asya_crew import record
-from asya_shared import names
+from asya_shared import names, records
 from tests.cli.test_dev_and_send import broker_env
 from tests.support.services import AWS_TEST_ENV, ServiceProcess
 from tests.support.waiting import wait_until
@@ -100,7 +99,7 @@ class Dev:
         return [row["id"] for row in self.sump_json()]
 
     def result(self, envelope_id: str) -> dict[str, Any] | None:
-        path = self.state_dir / "results" / record.key(envelope_id)
+        path = self.state_dir / "results" / records.key(envelope_id)
         try:
             found: dict[str, Any] = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):  # not there yet, or being written
@@ -275,7 +274,7 @@ def test_a_redrive_that_cannot_be_sent_keeps_the_record(dev: Dev) -> None:
         },
         "payload": {"n": 1},
     }
-    path = dev.state_dir / "sump" / record.key(envelope_id)
+    path = dev.state_dir / "sump" / records.key(envelope_id)
     path.write_text(json.dumps(ghost))
     done = dev.asya("redrive", envelope_id, "--json")
     assert done.returncode == 1, done.stdout + done.stderr
@@ -297,7 +296,7 @@ def test_refused_and_unknown_records_stay_and_exit_1(dev: Dev) -> None:
         "status": {"phase": "failed", "actor": "fixable", "attempt": 1, "reason": "ParseError"},
         "payload": {"original": "{not json", "encoding": "utf-8"},
     }
-    path = dev.state_dir / "sump" / record.key(envelope_id)
+    path = dev.state_dir / "sump" / records.key(envelope_id)
     path.write_text(json.dumps(wrapped))
     done = dev.asya("redrive", envelope_id, "no-such-id", "--json")
     assert done.returncode == 1, done.stdout + done.stderr
@@ -330,7 +329,7 @@ def test_bad_redrive_arguments_exit_2(dev: Dev, args: tuple[str, ...], message: 
 
 
 def failure(envelope_id: str, *, actor: str, failed_at: str) -> dict[str, Any]:
-    """A sump record as x-sink hands a handler failure on (see test_redrive_plan.py)."""
+    """A sump record as x-sink hands a handler failure on (see tests/shared/test_redrive.py)."""
     return {
         "id": envelope_id,
         "parent_id": None,
@@ -379,13 +378,13 @@ def test_ls_and_redrive_with_the_s3_store(moto_server: ServiceProcess, tmp_path:
         aws_secret_access_key=AWS_TEST_ENV["AWS_SECRET_ACCESS_KEY"],
     )
     client.create_bucket(Bucket=bucket)
-    records = {
+    stored = {
         "older": failure("older", actor="work", failed_at="2026-12-01T10:00:00.000Z"),
         "newer": failure("newer", actor="work", failed_at="2026-12-01T11:00:00.000Z"),
         "elsewhere": failure("elsewhere", actor="ghost", failed_at="2026-12-01T12:00:00.000Z"),
     }
-    for envelope_id, item in records.items():
-        client.put_object(Bucket=bucket, Key=f"sump/{record.key(envelope_id)}",
+    for envelope_id, item in stored.items():
+        client.put_object(Bucket=bucket, Key=f"sump/{records.key(envelope_id)}",
                           Body=json.dumps(item).encode())  # fmt: skip
     state_dir = tmp_path / "state"
     common = ["--sump", f"s3://{bucket}/sump", "--state-dir", str(state_dir),
@@ -402,7 +401,7 @@ def test_ls_and_redrive_with_the_s3_store(moto_server: ServiceProcess, tmp_path:
     listed = asya("sump", "ls", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [row["id"] for row in json.loads(listed.stdout)] == ["elsewhere", "newer", "older"]
-    assert json.loads(asya("sump", "show", "newer", "--json").stdout) == records["newer"]
+    assert json.loads(asya("sump", "show", "newer", "--json").stdout) == stored["newer"]
 
     # Only work's queue exists: ghost's redrive cannot be sent, and its record stays.
     queue = names.queue_name("s3test", "work")
@@ -418,7 +417,7 @@ def test_ls_and_redrive_with_the_s3_store(moto_server: ServiceProcess, tmp_path:
         ("older", "work", "redriven"),
         ("elsewhere", "ghost", "not sent"),
     ]
-    assert left() == [f"sump/{record.key('elsewhere')}"]
+    assert left() == [f"sump/{records.key('elsewhere')}"]
     sent = asyncio.run(received(state_dir, queue, 2))
     assert sorted(body["id"] for body in sent) == ["newer", "older"]
     for body in sent:
@@ -427,7 +426,7 @@ def test_ls_and_redrive_with_the_s3_store(moto_server: ServiceProcess, tmp_path:
         assert body["headers"]["x-tenant"] == "acme"
         assert (
             body["headers"]["redriven-from"]["failed_at"]
-            == records[body["id"]]["status"]["updated_at"]
+            == stored[body["id"]]["status"]["updated_at"]
         )
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from asya_crew import main, record
+from asya_crew import main
+from asya_shared import records
 from tests.crew.conftest import REPO_ROOT, CrewFactory, crew_envelope
 
 
@@ -94,7 +95,7 @@ def test_module_serves_the_sink_and_stops_on_sigterm(
     assert json.loads(crew.ready_path.read_text())["handler"] == "asya_crew.sink.Sink.handle"
     envelope = crew_envelope()
     assert crew.invoke(envelope).status_code == 204
-    assert (tmp_path / record.key(envelope["id"])).exists()
+    assert (tmp_path / records.key(envelope["id"])).exists()
     code, _ = crew.stop()
     assert code == 0
 

@@ -1,4 +1,4 @@
-"""record.py: the stored form of an envelope and its key (pure functions)."""
+"""asya_shared.records: the stored form of an envelope and its key (pure functions)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from asya_crew import record
-from asya_crew.stores import check_key
+from asya_shared import records
+from asya_shared.stores import check_key
 
 HASHED = re.compile(r"^(?P<safe>[A-Za-z0-9._-]*)-(?P<hash>[0-9a-f]{12})\.json$")
 
@@ -24,13 +24,13 @@ FIELDS = {
 
 
 def test_build_keeps_every_field_and_the_payload() -> None:
-    built = record.build(FIELDS, {"answer": 42})
+    built = records.build(FIELDS, {"answer": 42})
     assert dict(built) == {**FIELDS, "payload": {"answer": 42}}
-    assert list(built) == [*record.FIELDS, "payload"]
+    assert list(built) == [*records.FIELDS, "payload"]
 
 
 def test_build_fills_missing_fields_with_null() -> None:
-    assert record.build({"id": "e-1"}, None) == {
+    assert records.build({"id": "e-1"}, None) == {
         "id": "e-1",
         "parent_id": None,
         "route": None,
@@ -46,13 +46,13 @@ def test_build_fills_missing_fields_with_null() -> None:
     ids=["object", "list", "string", "number", "null"],
 )
 def test_encode_is_utf8_json_that_reads_back(payload: Any) -> None:
-    built = record.build(FIELDS, payload)
-    data = record.encode(built)
+    built = records.build(FIELDS, payload)
+    data = records.encode(built)
     assert json.loads(data.decode("utf-8")) == built
 
 
 def test_encode_keeps_non_ascii_text_as_is() -> None:
-    data = record.encode(record.build(FIELDS, {"text": "héllo"}))
+    data = records.encode(records.build(FIELDS, {"text": "héllo"}))
     assert "héllo".encode() in data
     assert b"\\u00e9" not in data
 
@@ -60,12 +60,12 @@ def test_encode_keeps_non_ascii_text_as_is() -> None:
 def test_encode_survives_a_lone_surrogate() -> None:
     # json.loads accepts "\ud800", so such a payload can reach the crew.
     payload = json.loads('{"text": "bad \\ud800 half"}')
-    data = record.encode(record.build(FIELDS, payload))
+    data = records.encode(records.build(FIELDS, payload))
     assert json.loads(data)["payload"] == payload
 
 
 def test_encode_keeps_nan_rather_than_failing_forever() -> None:
-    data = record.encode(record.build(FIELDS, {"score": math.nan}))
+    data = records.encode(records.build(FIELDS, {"score": math.nan}))
     assert math.isnan(json.loads(data)["payload"]["score"])
 
 
@@ -73,7 +73,7 @@ def test_encode_keeps_nan_rather_than_failing_forever() -> None:
     "envelope_id", ["abc", "7f9c1e0a-3b7d-4c59-9a0e-2d2f1c8b6a41", "A.b_c-1", "env-1-2"]
 )
 def test_key_of_a_safe_id_is_the_id(envelope_id: str) -> None:
-    assert record.key(envelope_id) == f"{envelope_id}.json"
+    assert records.key(envelope_id) == f"{envelope_id}.json"
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_key_of_a_safe_id_is_the_id(envelope_id: str) -> None:
     ],
 )
 def test_key_of_an_unsafe_id_is_mapped_and_hashed(envelope_id: Any, safe_part: str) -> None:
-    key = record.key(envelope_id)
+    key = records.key(envelope_id)
     match = HASHED.match(key)
     assert match, key
     assert match["safe"] == safe_part
@@ -111,12 +111,12 @@ def test_key_of_an_unsafe_id_is_mapped_and_hashed(envelope_id: Any, safe_part: s
     ],
 )
 def test_ids_that_map_alike_get_different_keys(look_alikes: tuple[Any, ...]) -> None:
-    keys = [record.key(envelope_id) for envelope_id in look_alikes]
+    keys = [records.key(envelope_id) for envelope_id in look_alikes]
     assert len(set(keys)) == len(keys), keys
 
 
 def test_long_ids_are_cut_to_a_valid_file_name() -> None:
-    key = record.key("x" * 5000)
+    key = records.key("x" * 5000)
     assert len(key) <= 255
     assert HASHED.match(key)
     assert check_key(key) == key
@@ -124,4 +124,4 @@ def test_long_ids_are_cut_to_a_valid_file_name() -> None:
 
 def test_key_is_deterministic() -> None:
     # A redelivered envelope must overwrite its own record, not add a second one.
-    assert record.key("a/b") == record.key("a/b")
+    assert records.key("a/b") == records.key("a/b")

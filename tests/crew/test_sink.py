@@ -13,15 +13,16 @@ from typing import Any
 
 import pytest
 
-from asya_crew import config, record, sink
-from asya_crew.stores import StoreError
+from asya_crew import config, sink
+from asya_shared import records
+from asya_shared.stores import StoreError
 from tests.crew.conftest import CrewFactory, crew_envelope, drive, s3_client
 
 HANDLER = "asya_crew.sink.Sink.handle"
 
 
 def stored(root: Path, envelope: dict[str, Any]) -> Any:
-    return json.loads((root / record.key(envelope["id"])).read_text(encoding="utf-8"))
+    return json.loads((root / records.key(envelope["id"])).read_text(encoding="utf-8"))
 
 
 def names_in(root: Path) -> list[str]:
@@ -29,7 +30,7 @@ def names_in(root: Path) -> list[str]:
 
 
 def expected_record(envelope: dict[str, Any]) -> dict[str, Any]:
-    return {name: envelope.get(name) for name in (*record.FIELDS, "payload")}
+    return {name: envelope.get(name) for name in (*records.FIELDS, "payload")}
 
 
 class FailingStore:
@@ -131,7 +132,7 @@ def test_remaining_steps(route: Any, remaining: list[str]) -> None:
 async def test_an_unsafe_id_is_stored_under_a_safe_key(handler: sink.Sink, root: Path) -> None:
     envelope = crew_envelope(id="tenant/42:é")
     await drive(handler.handle(envelope["payload"]), envelope)
-    assert names_in(root) == [record.key("tenant/42:é")]
+    assert names_in(root) == [records.key("tenant/42:é")]
     assert stored(root, envelope)["id"] == "tenant/42:é"
 
 
@@ -203,7 +204,7 @@ def test_runtime_answers_500_when_the_store_fails(start_crew: CrewFactory, root:
     assert response.status_code == 500
     body = response.json()
     assert body["error"] == "processing_error"
-    assert body["details"]["type"] == "asya_crew.stores.base.StoreError"
+    assert body["details"]["type"] == "asya_shared.stores.base.StoreError"
     assert "cannot write" in body["details"]["message"]
 
 
@@ -216,7 +217,7 @@ def test_runtime_stores_in_s3(start_crew: CrewFactory, s3_endpoint: str, bucket:
     assert crew.invoke(envelope).status_code == 204
     body = (
         s3_client(s3_endpoint)
-        .get_object(Bucket=bucket, Key=f"results/{record.key(envelope['id'])}")["Body"]
+        .get_object(Bucket=bucket, Key=f"results/{records.key(envelope['id'])}")["Body"]
         .read()
     )
     assert json.loads(body) == expected_record(envelope)
@@ -232,7 +233,7 @@ def test_runtime_answers_500_when_the_bucket_is_missing(
     response = crew.invoke(crew_envelope())
     assert response.status_code == 500
     details = response.json()["details"]
-    assert details["type"] == "asya_crew.stores.base.StoreError"
+    assert details["type"] == "asya_shared.stores.base.StoreError"
     assert "NoSuchBucket" in details["message"]
 
 

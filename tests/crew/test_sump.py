@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from asya_crew import config, sump
-from asya_crew.stores import StoreError
+from asya_shared.stores import StoreError
 from tests.crew.conftest import CrewFactory, crew_envelope, drive
 from tests.crew.test_sink import FailingStore, expected_record, stored
 from tests.support.services import free_port
@@ -156,4 +156,4 @@ def test_sump_process_answers_500_when_the_store_fails(start_crew: CrewFactory, 
     response = crew.invoke(sump_envelope(reason="Timeout"))
     assert response.status_code == 500
     assert response.json()["error"] == "processing_error"
-    assert response.json()["details"]["type"] == "asya_crew.stores.base.StoreError"
+    assert response.json()["details"]["type"] == "asya_shared.stores.base.StoreError"

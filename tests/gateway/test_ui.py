@@ -6,16 +6,27 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from asya_gateway.app import public_app
 from asya_gateway.auth import ApiKeys, hash_key
-from asya_gateway.ui import COOKIE, cookie_may_authorize, matching, route_steps, safe_next
+from asya_gateway.ui import (
+    COOKIE,
+    cookie_may_authorize,
+    matching,
+    origin_is,
+    route_steps,
+    safe_next,
+)
+from asya_shared import records
 from tests.gateway.gateway_fixtures import (
     Harness,
+    Lifespan,
     harness,
     local_transport,
     make_harness,
@@ -317,6 +328,82 @@ async def test_with_auth_off_the_view_is_open(harness: Harness) -> None:
     assert form.headers["location"] == "/ui"
 
 
+# ---------------------------------------------------------------------------- the sump
+
+
+@pytest.fixture
+async def sump_view(
+    make_harness: Callable[..., Any], tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    """A gateway app with a file sump store (the harness's gateway, a public app of its own);
+    auth on."""
+    harness_ = await make_harness(keys=KEYS)
+    root = tmp_path / "sump"
+    root.mkdir()
+    app = public_app(harness_.gateway, sump_store=f"file://{root}")
+    lifespan = await Lifespan.start(app)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
+    try:
+        yield client, root
+    finally:
+        await client.aclose()
+        await lifespan.stop()
+
+
+def sump_record(envelope_id: str, failed_at: str, error: str) -> bytes:
+    fields = {
+        "id": envelope_id,
+        "route": {"prev": ["a", "x-sink"], "curr": "x-sump", "next": []},
+        "status": {"phase": "failed", "actor": "a", "attempt": 2, "reason": "HandlerError",
+                   "updated_at": failed_at, "error": {"type": "Boom", "message": error}},
+    }  # fmt: skip
+    return records.encode(records.build(fields, {"n": 1}))
+
+
+async def test_the_sump_page_lists_records_newest_first_with_a_redrive_button(
+    sump_view: tuple[httpx.AsyncClient, Path],
+) -> None:
+    client, root = sump_view
+    (root / records.key("old")).write_bytes(sump_record("old", "2026-12-01T10:00:00Z", "one"))
+    (root / records.key("new")).write_bytes(sump_record("new", "2026-12-01T11:00:00Z", HOSTILE))
+
+    login_first = await client.get("/ui/sump")
+    response = await client.get("/ui/sump", headers=cookie(ACME_KEY))
+    filtered = await client.get("/ui/sump?since=2026-12-01T10:30:00Z", headers=cookie(ACME_KEY))
+
+    assert login_first.status_code == 303
+    assert login_first.headers["location"] == "/ui/login?next=%2Fui%2Fsump"
+    assert response.status_code == 200
+    page = response.text
+    assert re.findall(r'<tr data-id="([^"]+)">', page) == ["new", "old"]
+    assert '<button type="button" class="redrive" data-id="new">Redrive</button>' in page
+    assert '<td class="attempt">2</td>' in page
+    assert '<a href="/ui/sump">Sump</a>' in page  # the navigation bar
+    assert 'data-page="sump"' in page
+    assert HOSTILE not in page
+    assert html.escape(f"Boom: {HOSTILE}"[:59]) in page
+    assert re.findall(r'<tr data-id="([^"]+)">', filtered.text) == ["new"]
+
+
+async def test_a_bad_sump_filter_is_a_400_page_saying_what_is_accepted(
+    sump_view: tuple[httpx.AsyncClient, Path],
+) -> None:
+    client, _ = sump_view
+
+    response = await client.get("/ui/sump?since=yesterday", headers=cookie(ACME_KEY))
+
+    assert response.status_code == 400
+    assert "is neither a duration" in response.text
+
+
+async def test_the_sump_page_without_a_store_says_none_is_configured(harness: Harness) -> None:
+    response = await harness.public.get("/ui/sump")
+
+    assert response.status_code == 200
+    assert "no sump store configured (ASYA_SUMP_STORE)" in response.text
+    assert 'data-page="sump"' not in response.text  # nothing to poll
+
+
 # ---------------------------------------------------------------------------- static
 
 
@@ -370,12 +457,53 @@ def test_login_returns_only_to_a_page_of_the_view(target: str | None, expected: 
         ("GET", "/v1/models", False),
         ("GET", "/v1/tasksx", False),
         ("GET", "/mcp", False),
+        ("GET", "/v1/sump", True),
+        ("GET", "/v1/sump/x", True),
+        ("GET", "/ui/sump", True),
+        ("POST", "/v1/sump/x/redrive", False),  # not from this gateway's page
+        ("POST", "/v1/sump", False),
+        ("DELETE", "/v1/sump/x", False),
     ],
 )
 def test_the_cookie_stands_in_for_the_key_on_reads_of_tasks_only(
     method: str, path: str, allowed: bool
 ) -> None:
     assert cookie_may_authorize(method, path) is allowed
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/v1/sump/x/redrive", True),
+        ("POST", "/v1/sump/a%2Fb/redrive", True),
+        ("POST", "/v1/sump/x/redrive/more", False),
+        ("POST", "/v1/tasks", False),
+        ("DELETE", "/v1/tasks/x", False),
+        ("POST", "/v1/tasks/x/resume", False),
+    ],
+)
+def test_from_the_gateways_own_page_the_cookie_may_also_redrive(
+    method: str, path: str, allowed: bool
+) -> None:
+    assert cookie_may_authorize(method, path, same_origin=True) is allowed
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "same"),
+    [
+        ("http://gw:8080", "gw:8080", True),
+        ("https://gw", "gw", True),
+        ("http://evil.example", "gw", False),
+        ("http://gw:8080.evil.example", "gw:8080", False),
+        ("null", "gw", False),
+        (None, "gw", False),
+        ("http://gw", None, False),
+    ],
+)
+def test_origin_is_this_gateway_only_when_it_names_the_host(
+    origin: str | None, host: str | None, same: bool
+) -> None:
+    assert origin_is(origin, host) is same
 
 
 def test_route_steps() -> None:

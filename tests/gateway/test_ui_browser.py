@@ -4,8 +4,10 @@ the test lets it go), the crew and a gateway with an API key, as `asya dev` runs
 
 The browser logs in with the key, watches a task turn from running to succeeded in the list
 (the page polls the API), and follows another on its own page, live over EventSource, to
-its end. Screenshots go to the test's tmp_path (never committed); what is checked is the
-page's DOM.
+its end. In a second test a task fails (the gate cannot write its `started` file: its
+directory is missing), lands in the sump, shows on the sump page; the directory is made and
+the page's Redrive button sends it again, and it succeeds. Screenshots go to the test's
+tmp_path (never committed); what is checked is the page's DOM.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -29,6 +32,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from asya_cli.local_pipeline import LocalPipeline
 from asya_gateway.auth import hash_key
+from asya_shared import records
 from tests.support.pipeline import HANDLERS, READY_TIMEOUT_S, actor
 from tests.support.waiting import wait_until
 
@@ -168,6 +172,57 @@ def watch_one_task(browser: WebDriver, api: httpx.Client, url: str, tmp_path: Pa
     assert browser.title != "owned"
 
 
+async def test_a_failed_task_is_redriven_from_the_sump_page(
+    pipeline: LocalPipeline, browser: WebDriver, tmp_path: Path
+) -> None:
+    assert pipeline.gateway is not None
+    await asyncio.to_thread(
+        redrive_in_browser, browser, pipeline.gateway.url, pipeline.state_dir, tmp_path
+    )
+
+
+def redrive_in_browser(browser: WebDriver, url: str, state_dir: Path, tmp_path: Path) -> None:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as api:
+        wait_until(lambda: healthy(api), what="the gateway's /healthz", timeout=DEADLINE_S)
+        log_in(browser, url)
+        # The gate writes `started` into a directory that does not exist yet: it fails (a
+        # handler error) until the directory is made. Its release is there from the start.
+        gate = Gate(tmp_path / "flaky")
+        missing = tmp_path / "flaky" / "not-yet"
+        gate.payload["started"] = str(missing / "started")
+        gate.release()
+        task_id = submit(api, gate)
+        wait_until(lambda: task_status(api, task_id) == "failed", what=f"{task_id} to fail",
+                   timeout=DEADLINE_S)  # fmt: skip
+
+        browser.get(f"{url}/ui/sump")
+        until(browser, lambda d: sump_row(d, task_id) is not None, f"{task_id} on the sump page")
+        row = browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{task_id}"]')
+        assert row.find_element(By.CSS_SELECTOR, ".actor").text == "gate"
+        assert row.find_element(By.CSS_SELECTOR, ".reason").text == "HandlerError"
+        assert row.find_element(By.CSS_SELECTOR, ".error").text.startswith("FileNotFoundError")
+        shoot(browser, tmp_path / "sump-listed.png")
+
+        missing.mkdir()  # the fix
+        row.find_element(By.CSS_SELECTOR, "button.redrive").click()
+        until(browser, lambda d: sump_row(d, task_id) == "redriven", f"{task_id} redriven")
+        shoot(browser, tmp_path / "sump-redriven.png")
+        outcome = browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{task_id}"] .outcome')
+        assert outcome.text == "redriven to gate"
+
+        final = wait_until(
+            lambda: sink_record(state_dir, task_id, "succeeded"),
+            what=f"x-sink to record {task_id} succeeded",
+            timeout=DEADLINE_S,
+        )
+        assert final is not None
+        assert final["payload"]["trail"] == ["gate"]
+        assert final["headers"]["redriven-from"]["actor"] == "gate"
+        assert Path(gate.payload["started"]).exists()
+        listed = api.get("/v1/sump").json()["records"]
+        assert task_id not in [item["id"] for item in listed]  # it left the sump
+
+
 # ------------------------------------------------------------------------------ helpers
 
 
@@ -208,12 +263,41 @@ def submit(api: httpx.Client, gate: Gate) -> str:
 
 def until(browser: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> None:
     try:
-        WebDriverWait(browser, DEADLINE_S, poll_frequency=0.1).until(condition)
+        # The page redraws rows that changed while it polls: an element found a moment ago
+        # may be gone, which is a reason to look again, not a failure.
+        WebDriverWait(
+            browser,
+            DEADLINE_S,
+            poll_frequency=0.1,
+            ignored_exceptions=(StaleElementReferenceException,),
+        ).until(condition)
     except Exception as exc:
         raise AssertionError(
             f"timed out after {DEADLINE_S}s waiting for {what} at {browser.current_url}:\n"
             + browser.find_element(By.TAG_NAME, "main").text
         ) from exc
+
+
+def task_status(api: httpx.Client, task_id: str) -> str | None:
+    response = api.get(f"/v1/tasks/{task_id}")
+    return str(response.json()["status"]) if response.status_code == 200 else None
+
+
+def sump_row(browser: WebDriver, envelope_id: str) -> str | None:
+    """None without a row for the envelope; else its outcome ("" before a redrive)."""
+    found = browser.find_elements(By.CSS_SELECTOR, f'#sump tr[data-id="{envelope_id}"]')
+    return (found[0].get_attribute("data-result") or "") if found else None
+
+
+def sink_record(state_dir: Path, envelope_id: str, phase: str) -> dict[str, Any] | None:
+    """x-sink's record of the envelope once its status has `phase`."""
+    try:
+        found: dict[str, Any] = json.loads(
+            (state_dir / "results" / records.key(envelope_id)).read_text()
+        )
+    except (FileNotFoundError, ValueError):  # not there yet, or being written
+        return None
+    return found if found["status"]["phase"] == phase else None
 
 
 def row_status(browser: WebDriver, task_id: str) -> str | None:

@@ -7,7 +7,8 @@ from asya_sidecar.envelope import Reason
 
 
 def test_the_old_name_of_a_handler_error_reads_as_the_new_one() -> None:
-    assert wire.canonical_reason("RuntimeError") == Reason.HANDLER_ERROR == "HandlerError"
+    assert Reason.HANDLER_ERROR.value == "HandlerError"
+    assert wire.canonical_reason("RuntimeError") == Reason.HANDLER_ERROR.value
 
 
 def test_current_and_unknown_reasons_are_left_as_they_are() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from asya_cli.local_pipeline import LocalPipeline
 from asya_cli.manifests import ActorManifest
-from asya_crew import record
+from asya_shared import records
 from asya_transports import Broker
 from tests.support.waiting import eventually
 
@@ -92,7 +92,7 @@ class RunningPipeline:
         await self.transport.send(self.pipeline.queue(actor_name), body)
 
     def stored(self, envelope_id: str) -> dict[str, Any] | None:
-        path = self.results_dir / record.key(envelope_id)
+        path = self.results_dir / records.key(envelope_id)
         return json.loads(path.read_text()) if path.exists() else None
 
     async def result(self, envelope_id: str, timeout: float = RESULT_TIMEOUT_S) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asya_crew.stores import InvalidKey, StoreError, check_key
+from asya_shared.stores import InvalidKey, StoreError, check_key
 
 
 @pytest.mark.parametrize(

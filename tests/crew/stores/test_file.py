@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from asya_crew import stores
-from asya_crew.stores import InvalidKey, StoreError, file
+from asya_shared import stores
+from asya_shared.stores import InvalidKey, StoreError, file
 
 
 @pytest.fixture

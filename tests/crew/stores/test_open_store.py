@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from asya_crew import stores
-from asya_crew.stores import file, s3
+from asya_shared import stores
+from asya_shared.stores import file, s3
 
 
 def test_file_urls_open_a_file_store(tmp_path: Path) -> None:
@@ -71,3 +71,26 @@ def test_malformed_urls_show_the_url_and_the_form(url: str) -> None:
 def test_credentials_in_an_s3_url_are_refused_with_where_they_belong() -> None:
     with pytest.raises(ValueError, match="credentials come from the AWS chain"):
         stores.open_store("s3://AKIA:secret@bucket", environ={})
+
+
+@pytest.mark.parametrize("url", ["file://results", "file:///srv/sump", "s3://bucket/sump"])
+def test_check_url_accepts_what_open_store_opens_and_creates_nothing(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert stores.check_url(url) == url
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://x", "accepted forms"),
+        ("file://", "names no directory"),
+        ("s3://Upper", "not a valid bucket name"),
+        ("s3://user:secret@bucket", "credentials come from"),
+    ],
+)
+def test_check_url_says_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        stores.check_url(url)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from asya_crew import stores
-from asya_crew.stores import InvalidKey, StoreError, s3
+from asya_shared import stores
+from asya_shared.stores import InvalidKey, StoreError, s3
 from tests.crew.conftest import s3_client
 from tests.support.services import free_port
 
@@ -75,9 +75,9 @@ def test_an_endpoint_that_is_not_http_names_its_variable(
 
 def test_without_aioboto3_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "aioboto3", None)  # makes `import aioboto3` fail
-    monkeypatch.delitem(sys.modules, "asya_crew.stores.s3")
+    monkeypatch.delitem(sys.modules, "asya_shared.stores.s3")
     with pytest.raises(ImportError, match=r"pip install 'asya\[s3\]'"):
-        importlib.import_module("asya_crew.stores.s3")
+        importlib.import_module("asya_shared.stores.s3")
 
 
 # ------------------------------------------------------------------------------ against moto

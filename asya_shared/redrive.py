@@ -1,6 +1,8 @@
-"""What `asya sump` shows and what `asya redrive` would send: pure decisions, no I/O, no clock.
+"""What a sump record shows and what redriving it would send: pure decisions, no I/O, no clock.
 
-A sump record is what x-sump stored (asya_crew.record). It comes in three shapes:
+`asya sump`, `asya redrive` and the gateway's sump page all decide here; asya_sump does the I/O.
+
+A sump record is what x-sump stored (asya_shared.records). It comes in three shapes:
 
 - failed at an actor (the handler raised, timed out, ran out of attempts or of time), handed
   on by x-sink: route {prev: [..., A, x-sink], curr: x-sump, next: [steps not yet run]},
@@ -29,7 +31,7 @@ from typing import Any
 
 from asya_shared import names, wire
 from asya_shared.durations import parse_duration
-from asya_sidecar.envelope import Phase, Reason, parse_timestamp, status, timestamp
+from asya_shared.statuses import Phase, Reason, parse_timestamp, status, timestamp
 
 REDRIVEN_FROM_HEADER = "redriven-from"
 ERROR_WIDTH = 60  # characters of the error's first line shown in a table
@@ -152,10 +154,11 @@ def failure_time(summary: Summary) -> datetime.datetime:
     return parse_timestamp(summary.failed_at) or _NEVER
 
 
-def parse_since(text: str, *, now: datetime.datetime) -> datetime.datetime:
+def parse_since(text: str, *, now: datetime.datetime, name: str = "--since") -> datetime.datetime:
     """`--since`: a duration back from `now` (`30m`, `2h`, `1d`, seconds) or an RFC 3339 time.
 
-    Raises ValueError saying which forms are accepted.
+    Raises ValueError saying which forms are accepted; it calls the value `name` (the CLI's
+    option, the API's query parameter).
     """
     cleaned = text.strip()
     moment = parse_timestamp(cleaned) if "T" in cleaned or "-" in cleaned else None
@@ -168,11 +171,11 @@ def parse_since(text: str, *, now: datetime.datetime) -> datetime.datetime:
             seconds = parse_duration(cleaned)
     except ValueError:
         raise ValueError(
-            f"--since {text!r} is neither a duration (30m, 2h, 1d, or seconds) nor an RFC 3339 "
+            f"{name} {text!r} is neither a duration (30m, 2h, 1d, or seconds) nor an RFC 3339 "
             "time (2026-12-01T10:00:00Z)"
         ) from None
     if seconds < 0:
-        raise ValueError(f"--since {text!r} must not be negative")
+        raise ValueError(f"{name} {text!r} must not be negative")
     return now - datetime.timedelta(seconds=seconds)
 
 

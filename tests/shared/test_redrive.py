@@ -1,4 +1,4 @@
-"""redrive_plan.py: what `asya sump ls` shows and what `asya redrive` sends, for every shape
+"""asya_shared.redrive: what `asya sump ls` shows and what `asya redrive` sends, for every shape
 of sump record. The records are built by the sidecar's own functions (finish, forward,
 wrap_for_sump, to_sump) and x-sink's record, as they reach x-sump."""
 
@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from asya_cli import redrive_plan
-from asya_cli.redrive_plan import Filters, Redrive, Refused
-from asya_crew import record, sink
-from asya_shared import wire
+from asya_crew import sink
+from asya_shared import records, redrive, wire
+from asya_shared.redrive import Filters, Redrive, Refused
 from asya_sidecar import envelope as env_mod
 from asya_sidecar.envelope import Frame, Invalid, Phase, Reason
 
@@ -50,8 +49,8 @@ def parsed(fields: dict[str, Any]) -> env_mod.Envelope:
 
 def as_stored(fields: dict[str, Any]) -> dict[str, Any]:
     """What x-sump stores of the envelope it received (x-sump's record, via JSON)."""
-    stored = record.build({name: fields.get(name) for name in record.FIELDS}, fields["payload"])
-    loaded: dict[str, Any] = json.loads(record.encode(stored))
+    stored = records.build({name: fields.get(name) for name in records.FIELDS}, fields["payload"])
+    loaded: dict[str, Any] = json.loads(records.encode(stored))
     return loaded
 
 
@@ -85,13 +84,13 @@ def wrapped(body: bytes, reason: Reason, actor: str = "infer", **kwargs: Any) ->
 
 
 def redriven(item: dict[str, Any]) -> Redrive:
-    step = redrive_plan.plan(item, now=NOW)
+    step = redrive.plan(item, now=NOW)
     assert isinstance(step, Redrive), step
     return step
 
 
 def refused(item: dict[str, Any]) -> str:
-    step = redrive_plan.plan(item, now=NOW)
+    step = redrive.plan(item, now=NOW)
     assert isinstance(step, Refused), step
     return step.why
 
@@ -273,7 +272,7 @@ def test_a_record_without_payload_is_refused() -> None:
 
 
 def test_summary_of_a_handler_failure() -> None:
-    summary = redrive_plan.summarize(via_sink())
+    summary = redrive.summarize(via_sink())
     assert summary.to_json() == {
         "id": "env-1",
         "actor": "infer",
@@ -286,7 +285,7 @@ def test_summary_of_a_handler_failure() -> None:
 
 
 def test_summary_of_a_record_with_nothing_readable() -> None:
-    summary = redrive_plan.summarize({"status": "broken", "id": 7})
+    summary = redrive.summarize({"status": "broken", "id": 7})
     assert summary.to_json() == {
         "id": "", "actor": "", "reason": "", "attempt": None, "failed_at": "", "error": "",
         "route": None,
@@ -305,36 +304,36 @@ def test_summary_of_a_record_with_nothing_readable() -> None:
     ],
 )
 def test_error_line(error: Any, line: str) -> None:
-    assert redrive_plan.error_line(error) == line
+    assert redrive.error_line(error) == line
 
 
 def test_cut_keeps_short_text_and_marks_a_cut() -> None:
-    assert redrive_plan.cut("short", 10) == "short"
-    assert redrive_plan.cut("x" * 20, 10) == "x" * 9 + "…"
+    assert redrive.cut("short", 10) == "short"
+    assert redrive.cut("x" * 20, 10) == "x" * 9 + "…"
 
 
-def summary(envelope_id: str, actor: str, reason: str, failed_at: str) -> redrive_plan.Summary:
-    return redrive_plan.Summary(envelope_id, actor, reason, 1, failed_at, "", None)
+def summary(envelope_id: str, actor: str, reason: str, failed_at: str) -> redrive.Summary:
+    return redrive.Summary(envelope_id, actor, reason, 1, failed_at, "", None)
 
 
 def test_filters_match_actor_reason_and_time() -> None:
     row = summary("e", "infer", "Timeout", "2026-12-01T10:00:00.000Z")
-    assert redrive_plan.matches(row, Filters())
-    assert redrive_plan.matches(row, Filters(actor="infer", reason="Timeout"))
-    assert not redrive_plan.matches(row, Filters(actor="prep"))
-    assert not redrive_plan.matches(row, Filters(reason="RuntimeError"))
-    assert redrive_plan.matches(row, Filters(since=FAILED_AT))
-    assert not redrive_plan.matches(row, Filters(since=FAILED_AT + datetime.timedelta(seconds=1)))
+    assert redrive.matches(row, Filters())
+    assert redrive.matches(row, Filters(actor="infer", reason="Timeout"))
+    assert not redrive.matches(row, Filters(actor="prep"))
+    assert not redrive.matches(row, Filters(reason="RuntimeError"))
+    assert redrive.matches(row, Filters(since=FAILED_AT))
+    assert not redrive.matches(row, Filters(since=FAILED_AT + datetime.timedelta(seconds=1)))
     undated = summary("e", "infer", "Timeout", "")
-    assert not redrive_plan.matches(undated, Filters(since=FAILED_AT))
+    assert not redrive.matches(undated, Filters(since=FAILED_AT))
 
 
 def test_a_reason_filter_finds_records_written_under_the_reasons_old_name() -> None:
     old = summary("old", "infer", "RuntimeError", "2026-12-01T10:00:00.000Z")
     new = summary("new", "infer", "HandlerError", "2026-12-01T10:00:00.000Z")
     for name in ("HandlerError", "RuntimeError"):
-        assert redrive_plan.matches(old, Filters(reason=name))
-        assert redrive_plan.matches(new, Filters(reason=name))
+        assert redrive.matches(old, Filters(reason=name))
+        assert redrive.matches(new, Filters(reason=name))
 
 
 def test_newest_first_with_undated_last_and_ties_by_id() -> None:
@@ -345,7 +344,7 @@ def test_newest_first_with_undated_last_and_ties_by_id() -> None:
         summary("newest", "a", "r", "2026-12-01T11:00:00+01:00"),  # 10:00Z: a tie
         summary("latest", "a", "r", "2026-12-02T00:00:00Z"),
     ]
-    assert [row.id for row in redrive_plan.newest_first(rows)] == [
+    assert [row.id for row in redrive.newest_first(rows)] == [
         "latest", "a", "b", "newest", "undated"
     ]  # fmt: skip
 
@@ -363,10 +362,10 @@ def test_newest_first_with_undated_last_and_ties_by_id() -> None:
     ],
 )
 def test_parse_since(text: str, expected: datetime.datetime) -> None:
-    assert redrive_plan.parse_since(text, now=NOW) == expected
+    assert redrive.parse_since(text, now=NOW) == expected
 
 
 @pytest.mark.parametrize("text", ["yesterday", "", "2026-13-01T00:00:00Z", "-5m", "d"])
 def test_parse_since_refuses_what_it_does_not_understand(text: str) -> None:
     with pytest.raises(ValueError, match="--since"):
-        redrive_plan.parse_since(text, now=NOW)
+        redrive.parse_since(text, now=NOW)

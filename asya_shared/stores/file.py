@@ -13,7 +13,7 @@ import contextlib
 import os
 import secrets
 
-from asya_crew.stores import base
+from asya_shared.stores import base
 
 SCHEME = "file://"
 FORMS = "file://relative/dir or file:///absolute/dir"
@@ -135,7 +135,7 @@ def _keys_under(root: str) -> list[str]:
     """The keys of the files under `root`, at most one directory deep (as keys are).
 
     A write in progress is a hidden temporary file, and no key starts with a dot (check_key
-    refuses "." and ".."; record.key never writes one), so hidden files are skipped: a
+    refuses "." and ".."; records.key never writes one), so hidden files are skipped: a
     listing never offers a record that is not there yet.
     """
     keys: list[str] = []

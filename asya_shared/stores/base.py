@@ -1,4 +1,5 @@
-"""The ResultStore protocol and its errors: the only view of storage the crew handlers have.
+"""The ResultStore protocol and its errors: the only view of storage the crew, the CLI and the
+gateway have of the result stores.
 
 One module per backend implements the protocol (file.py, s3.py), importing only its own SDK
 and translating that SDK's exceptions into StoreError, so a handler never sees an OSError or

@@ -26,8 +26,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         f"the s3:// result store needs aioboto3: pip install 'asya[s3]' ({exc})"
     ) from exc
 
-from asya_crew.stores import base
 from asya_shared import env
+from asya_shared.stores import base
 
 SCHEME = "s3"
 FORMS = "s3://bucket or s3://bucket/prefix"

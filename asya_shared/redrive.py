@@ -193,10 +193,7 @@ def plan(record: Mapping[str, Any], *, now: datetime.datetime) -> Redrive | Refu
     if actor in names.RESERVED:
         return Refused(f"it failed at the crew actor {actor}, which a redrive cannot retry")
     if reason == Reason.UNKNOWN_ACTOR:
-        return Refused(
-            "it was a result for an actor with no queue, and the steps it was going to were "
-            "not kept; deploy the actor and send the work again"
-        )
+        return _plan_unknown_actor(record, actor=actor, state=state, now=now)
     if reason in _WRAPPED:
         return _plan_wrapped(record, actor=actor, reason=reason, now=now)
     route = _route(record.get("route"))
@@ -214,6 +211,28 @@ def plan(record: Mapping[str, Any], *, now: datetime.datetime) -> Redrive | Refu
         return Refused("the record has no payload")
     envelope = _envelope(record, prev=prev[:-2], actor=actor, next_=next_, state=state, now=now)
     return Redrive(actor, envelope)
+
+
+def _plan_unknown_actor(
+    record: Mapping[str, Any], *, actor: str, state: Mapping[str, Any], now: datetime.datetime
+) -> Redrive | Refused:
+    """`actor` made a result for an actor whose queue did not exist; the sidecar kept where it
+    was headed in route.next. It goes there now: the actor may have been deployed since (if
+    not, the send fails and the record stays)."""
+    route = _route(record.get("route"))
+    if route is None or not route[2]:
+        return Refused(
+            "it was a result for an actor with no queue, and the record does not say which "
+            "(written before 0.18); deploy the actor and send the work again"
+        )
+    prev, _, (destination, *rest) = route
+    if destination in names.RESERVED:
+        return Refused(f"it was headed for the crew actor {destination}, which is not redriven")
+    if not isinstance(record.get("id"), str) or not record.get("id") or "payload" not in record:
+        return Refused("the record has no id or no payload")
+    envelope = _envelope(record, prev=prev, actor=destination, next_=rest, state=state, now=now)
+    envelope["headers"][REDRIVEN_FROM_HEADER]["actor"] = actor
+    return Redrive(destination, envelope)
 
 
 def _plan_wrapped(

@@ -365,9 +365,14 @@ def to_sump(
     message: str,
     now: datetime.datetime,
 ) -> dict[str, Any]:
-    """Readdress an envelope this sidecar built (so well-formed) to x-sump, as it stands."""
+    """Readdress an envelope this sidecar built (so well-formed) to x-sump, as it stands.
+
+    The actor it was going to and the steps after it stay in route.next, behind x-sump
+    (which runs none of them), so that a redrive knows where it was headed."""
     out = dict(fields)
-    out["route"] = Route(tuple(fields["route"]["prev"]), names.SUMP, ()).to_json()
+    route = fields["route"]
+    ahead = (route["curr"], *route.get("next", ())) if route["curr"] != names.SUMP else ()
+    out["route"] = Route(tuple(route["prev"]), names.SUMP, ahead).to_json()
     out["status"] = status(
         fields.get("status"),
         phase=Phase.FAILED,

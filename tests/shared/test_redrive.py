@@ -192,12 +192,29 @@ def test_input_for_another_actor_is_refused() -> None:
     assert "WrongActor" in refused(item)
 
 
-def test_a_result_for_an_actor_with_no_queue_is_refused() -> None:
+def test_a_result_for_an_actor_with_no_queue_goes_where_it_was_headed() -> None:
     at_actor = incoming()
-    output = {**at_actor, "route": {"prev": ["prep", "infer"], "curr": "ghost", "next": []}}
+    output = {**at_actor, "route": {"prev": ["prep", "infer"], "curr": "ghost", "next": ["post"]}}
     sump = env_mod.to_sump(output, actor="infer", reason=Reason.UNKNOWN_ACTOR,
                            message="no queue for actor 'ghost'", now=FAILED_AT)  # fmt: skip
-    assert "no queue" in refused(as_stored(sump))
+
+    planned = redriven(as_stored(sump))
+
+    assert planned.to == "ghost"
+    assert planned.envelope["route"] == {
+        "prev": ["prep", "infer"], "curr": "ghost", "next": ["post"]
+    }  # fmt: skip
+    assert planned.envelope["payload"] == at_actor["payload"]
+    assert planned.envelope["headers"]["redriven-from"]["actor"] == "infer"
+    assert planned.envelope["headers"]["redriven-from"]["reason"] == "UnknownActor"
+
+
+def test_a_result_for_an_actor_with_no_queue_from_an_older_record_is_refused() -> None:
+    at_actor = incoming()
+    old = {**at_actor, "route": {"prev": ["prep", "infer"], "curr": "x-sump", "next": []}}
+    old["status"] = {**at_actor["status"], "phase": "failed", "actor": "infer",
+                     "reason": "UnknownActor"}  # fmt: skip
+    assert "does not say which" in refused(as_stored(old))
 
 
 def test_a_truncated_original_is_refused() -> None:

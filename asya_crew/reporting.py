@@ -103,6 +103,9 @@ def terminal_report(
         "reason": status.get("reason") if isinstance(status.get("reason"), str) else None,
         "error": status.get("error") if isinstance(status.get("error"), dict) else None,
     }
+    redriven_at = wire.redriven_at(record.get("headers"))
+    if redriven_at is not None:
+        report["redriven_at"] = redriven_at
     if event == "succeeded":
         report["result"] = record.get("payload")
     return report

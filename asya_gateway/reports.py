@@ -76,6 +76,11 @@ def _report(raw: Any, where: str) -> wire.HopReport:
     if event == "fly" and not isinstance(events, list):
         raise _bad(f"{where}.events must be the list of FLY events of a fly report")
     progress = _progress(raw.get("progress"), f"{where}.progress") if event == "joining" else None
+    redriven_at = raw.get("redriven_at")
+    if redriven_at is not None and (
+        not isinstance(redriven_at, str) or not _is_timestamp(redriven_at)
+    ):
+        raise _bad(f"{where}.redriven_at must be an RFC 3339 timestamp, not {redriven_at!r}")
     report: wire.HopReport = {
         "id": raw["id"],
         "parent_id": parent_id,
@@ -95,6 +100,8 @@ def _report(raw: Any, where: str) -> wire.HopReport:
         report["events"] = events
     if progress is not None:
         report["progress"] = progress
+    if redriven_at is not None:
+        report["redriven_at"] = redriven_at
     return report
 
 

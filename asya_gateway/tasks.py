@@ -33,6 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 from asya_shared import wire
+from asya_shared.statuses import parse_timestamp
 
 __all__ = [
     "TERMINAL",
@@ -181,10 +182,20 @@ def advance(task: Task, report: wire.HopReport) -> Task | None:
     later attempt at the same actor, then a later event of the attempt (received <
     processing < retrying < paused); `routed` carries the route as sent and stands before
     everything the next actor reports. Any terminal report wins over every
-    non-terminal one, and the first terminal report is final.
+    non-terminal one, and the first terminal report is final, but for one thing: a failed
+    task takes up a redrive of its envelope made after it failed (`takes_up_redrive`).
     """
-    if task.terminal or report["id"] != task.id:
+    if report["id"] != task.id:
         return None
+    if task.terminal:
+        if not takes_up_redrive(task, report):
+            return None
+        # The failed envelope was sent again (asya redrive, or the sump page): the task
+        # follows it from the start, as when it was submitted.
+        task = dataclasses.replace(
+            task, status=TaskStatus.PENDING, position=(0, 0, 0), result=None, error=None,
+            reason=None, pause=None, join=None,
+        )  # fmt: skip
     status = status_of_report(report)
     if status is None:
         return None
@@ -230,6 +241,17 @@ def advance(task: Task, report: wire.HopReport) -> Task | None:
         pause=task.pause if status is TaskStatus.PAUSED else None,
         join=join,
     )
+
+
+def takes_up_redrive(task: Task, report: wire.HopReport) -> bool:
+    """Whether a failed task takes up `report`: one about a redrive of its envelope made
+    after it failed. Reports of an earlier redrive, or of the failed run, change nothing; a
+    canceled or succeeded task is never taken up again."""
+    if task.status is not TaskStatus.FAILED:
+        return False
+    redriven = parse_timestamp(report.get("redriven_at"))
+    failed = parse_timestamp(task.updated_at)
+    return redriven is not None and failed is not None and redriven > failed
 
 
 def _join_counts(report: wire.HopReport) -> tuple[int, int]:

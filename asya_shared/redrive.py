@@ -33,7 +33,7 @@ from asya_shared import names, wire
 from asya_shared.durations import parse_duration
 from asya_shared.statuses import Phase, Reason, parse_timestamp, status, timestamp
 
-REDRIVEN_FROM_HEADER = "redriven-from"
+REDRIVEN_FROM_HEADER = wire.REDRIVEN_FROM_HEADER
 ERROR_WIDTH = 60  # characters of the error's first line shown in a table
 
 # Reasons whose record wraps the original message (routing.reject) rather than an envelope.

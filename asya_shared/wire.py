@@ -135,6 +135,11 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
+# The header a redrive sets (asya_shared.redrive): {"actor", "reason", "failed_at",
+# "redriven_at", "attempt"}.
+REDRIVEN_FROM_HEADER = "redriven-from"
+
+
 class HopReport(TypedDict):
     """What a sidecar or a crew actor tells the gateway about one envelope (one hop event).
 
@@ -158,9 +163,19 @@ class HopReport(TypedDict):
     events: NotRequired[list[Any]]  # event "fly": the handler's FLY events, as yielded
     # event "joining": {"done": parts arrived (ok or failed), "total": parts awaited}
     progress: NotRequired[dict[str, int]]
+    # When the envelope is a redrive (its `redriven-from` header): a failed task takes up a
+    # redrive of its envelope that was made after it failed (asya_gateway.tasks.advance).
+    redriven_at: NotRequired[str]
 
 
 REPORT_EVENTS = (
     "received", "processing", "retrying", "routed", "paused", "succeeded", "failed", "canceled",
     "fly", "joining",
 )  # fmt: skip
+
+
+def redriven_at(headers: Any) -> str | None:
+    """When the envelope with these headers was redriven (`redriven-from.redriven_at`)."""
+    source = headers.get(REDRIVEN_FROM_HEADER) if isinstance(headers, dict) else None
+    moment = source.get("redriven_at") if isinstance(source, dict) else None
+    return moment if isinstance(moment, str) and moment else None

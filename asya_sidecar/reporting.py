@@ -175,7 +175,7 @@ class Hop:
     the visit.
     """
 
-    __slots__ = ("actor", "attempt", "id", "parent_id", "route")
+    __slots__ = ("actor", "attempt", "id", "parent_id", "redriven_at", "route")
 
     def __init__(self, env: Envelope, actor: str) -> None:
         self.id = env.id
@@ -183,9 +183,10 @@ class Hop:
         self.actor = actor
         self.route = env.route.to_json()
         self.attempt = env.attempt
+        self.redriven_at = wire.redriven_at(env.headers)
 
     def report(self, event: str, at: str) -> wire.HopReport:
-        return {
+        report: wire.HopReport = {
             "id": self.id,
             "parent_id": self.parent_id,
             "actor": self.actor,
@@ -194,6 +195,9 @@ class Hop:
             "attempt": self.attempt,
             "at": at,
         }
+        if self.redriven_at is not None:
+            report["redriven_at"] = self.redriven_at
+        return report
 
     def fly(self, events: list[Any], at: str) -> wire.HopReport:
         report = self.report("fly", at)

@@ -402,6 +402,7 @@ async def test_reports_answer_the_ids_canceled_after_the_cursor(harness: Harness
         ({"reports": [{**report("t", "received"), "at": "yesterday"}]}, "reports[0].at"),
         ({"reports": [{**report("t", "received"), "error": "boom"}]}, "reports[0].error"),
         ({"reports": [report("t", "fly")]}, "reports[0].events"),
+        ({"reports": [{**report("t", "received"), "redriven_at": 5}]}, "reports[0].redriven_at"),
     ],
 )
 async def test_a_malformed_batch_is_400_naming_the_report(

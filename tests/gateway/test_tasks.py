@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -378,3 +379,64 @@ def test_status_never_steps_back(data: st.DataObject) -> None:
             assert 0.0 <= after.progress <= 1.0
             assert not task.terminal  # nothing moves a task that ended
             task = after
+
+
+# -- a redrive takes a failed task up again -------------------------------------------------
+
+
+def failed_task() -> Task:
+    task = make_task("t-redrive")
+    return run(task, [report(task.id, "received", route_at(ACTORS, 0)), failure(task.id, 1)])
+
+
+def test_a_failed_task_follows_a_redrive_of_its_envelope_to_its_new_end() -> None:
+    task = failed_task()
+    assert task.status is TaskStatus.FAILED
+
+    redrive: dict[str, Any] = {"redriven_at": at(60.0)}
+    again = run(
+        task,
+        [
+            report(task.id, "received", route_at(ACTORS, 1), when=61.0, **redrive),
+            report(task.id, "succeeded", route_at(ACTORS, 3), when=62.0, result={"ok": 1},
+                   **redrive),
+        ],
+    )  # fmt: skip
+
+    assert again.status is TaskStatus.SUCCEEDED
+    assert (again.result, again.error, again.reason) == ({"ok": 1}, None, None)
+
+
+def test_a_redrive_reopens_the_task_from_its_first_report() -> None:
+    task = failed_task()
+
+    moved = advance(task, report(task.id, "received", route_at(ACTORS, 1), when=61.0,
+                                 redriven_at=at(60.0)))  # fmt: skip
+
+    assert moved is not None
+    assert (moved.status, moved.error, moved.reason) == (TaskStatus.RUNNING, None, None)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},  # a late report of the failed run
+        {"redriven_at": at(40.0)},  # an earlier redrive, reported late
+        {"redriven_at": "not a time"},
+    ],
+)
+def test_other_reports_leave_a_failed_task_failed(extra: dict[str, Any]) -> None:
+    task = failed_task()
+
+    assert (
+        advance(task, report(task.id, "received", route_at(ACTORS, 1), when=61.0, **extra)) is None
+    )
+
+
+def test_a_canceled_or_succeeded_task_takes_up_no_redrive() -> None:
+    for end in ("canceled", "succeeded"):
+        task = run(make_task(), [report("x", "received", route_at(ACTORS, 0))])
+        task = run(task, [report(task.id, end, route_at(ACTORS, 3), when=5.0)])
+        assert task.terminal
+        late = report(task.id, "received", route_at(ACTORS, 1), when=61.0, redriven_at=at(60.0))
+        assert advance(task, late) is None

@@ -221,6 +221,12 @@ def redrive_in_browser(browser: WebDriver, url: str, state_dir: Path, tmp_path: 
         assert Path(gate.payload["started"]).exists()
         listed = api.get("/v1/sump").json()["records"]
         assert task_id not in [item["id"] for item in listed]  # it left the sump
+        # The gateway's task follows the redrive to its end.
+        wait_until(
+            lambda: task_status(api, task_id) == "succeeded",
+            what=f"task {task_id} to succeed after its redrive",
+            timeout=DEADLINE_S,
+        )
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -84,6 +84,11 @@ def start_dev(manifest: Path, args: list[str], env: dict[str, str] | None = None
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return followed(proc, args, env)
+
+
+def followed(proc: subprocess.Popen[str], args: list[str], env: dict[str, str] | None) -> Dev:
+    """`asya dev` running in `proc`, its output read on a thread as it comes."""
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
@@ -246,3 +251,51 @@ def test_dev_with_bad_manifests_exits_2(tmp_path: Path) -> None:
 def iter_lines(running: Dev) -> Iterator[str]:
     while not running.lines.empty():
         yield running.lines.get_nowait()
+
+
+def test_a_project_as_a_newcomer_runs_it(tmp_path: Path) -> None:
+    """`asya dev .` in a project: the handler next to its manifest is imported wherever the
+    command runs from, a copy of the manifest in the state dir or a hidden directory is not
+    read, `asya send` finds the state dir from a subdirectory, and each finished envelope
+    gets a line."""
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "pipeline").mkdir()
+    (project / "pipeline" / "steps.py").write_text(
+        "def shout(payload):\n    return {**payload, 'text': payload['text'].upper()}\n"
+    )
+    manifest = (
+        "apiVersion: asya.sh/v1alpha1\nkind: AsyncActor\n"
+        "metadata: {name: shout}\nspec: {handler: steps.shout}\n"
+    )
+    (project / "pipeline" / "actors.yaml").write_text(manifest)
+    for elsewhere in (".asya", ".cache"):  # would define `shout` twice if they were read
+        (project / elsewhere).mkdir()
+        (project / elsewhere / "copy.yaml").write_text(manifest)
+    environ = {k: v for k, v in os.environ.items() if k != "ASYA_STATE_DIR"}
+    proc = subprocess.Popen(
+        [ASYA, "dev", ".", "--gateway-port", "0"],
+        cwd=project,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = followed(proc, [], environ)
+    try:
+        running.wait_for_line("asya dev: ready")
+        deep = project / "pipeline"
+        sent = subprocess.run(
+            [ASYA, "send", "shout", "--payload", '{"text": "hi"}', "--wait", "60", "--id", "n-1"],
+            cwd=deep, env=environ, capture_output=True, text=True, timeout=90, check=False,
+        )  # fmt: skip
+
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["payload"] == {"text": "HI"}
+        line = running.wait_for_line("asya dev: n-1 ")
+        assert "n-1 succeeded in " in line
+        assert line.rstrip().endswith(": shout")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    assert (project / ".asya" / "results" / "n-1.json").exists()

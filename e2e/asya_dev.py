@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.dev_process import serving
 from tests.support.pipeline import HANDLERS
 from tests.support.waiting import wait_until
 
@@ -145,34 +144,10 @@ def running_dev(tmp: Path, files: Mapping[str, str], *args: str) -> Iterator[Dev
         text=True,
     )
     running = Dev(proc, tmp / "state")
-
-    def follow() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            running.lines.append(line)
-
-    reader = threading.Thread(target=follow, daemon=True)
-    reader.start()
-
-    def ready() -> str | None:
-        assert proc.poll() is None, "asya dev exited:\n" + running.output()
-        return running.line_matching(READY.pattern)
-
-    try:
-        line = wait_until(ready, what="asya dev's ready line", timeout=TIMEOUT_S,
-                          interval=0.1, details=running.output)  # fmt: skip
-        match = READY.search(line or "")
-        assert match is not None
+    with serving(proc, running.lines) as line:
+        match = READY.search(line)
+        assert match is not None, line
         running.url = match.group(1)
         yield running
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        reader.join(timeout=10)
-    assert code == 0, "asya dev did not stop cleanly:\n" + running.output()
     # Gone with the gateway, so that no later command talks to a port nobody serves.
     assert not (running.state_dir / "gateway.url").exists()

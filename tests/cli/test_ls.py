@@ -9,11 +9,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ import pytest
 from asya_cli import dev_state, ls
 from asya_cli.dev_plan import ProcessSpec
 from asya_cli.dev_state import ActorState, DevState
+from tests.support.dev_process import serving
 from tests.support.pipeline import HANDLERS
 from tests.support.waiting import wait_until
 
@@ -277,32 +276,8 @@ def dev(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         cwd=HANDLERS, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     running = Dev(proc, state_dir, environ)
-
-    def follow() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            running.lines.append(line)
-
-    reader = threading.Thread(target=follow, daemon=True)
-    reader.start()
-
-    def ready() -> bool:
-        assert proc.poll() is None, "asya dev exited:\n" + running.output()
-        return any("asya dev: ready" in line for line in list(running.lines))
-
-    try:
-        wait_until(ready, what="asya dev's ready line", timeout=TIMEOUT_S, interval=0.1,
-                   details=running.output)  # fmt: skip
+    with serving(proc, running.lines):
         yield running
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        reader.join(timeout=10)
-    assert code == 0, "asya dev did not stop cleanly:\n" + running.output()
     # Gone with it, so that the command does not report a pipeline nobody runs.
     assert not dev_state.state_file(state_dir).exists()
 

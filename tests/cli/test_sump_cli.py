@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ import pytest
 import asya_transports as transports
 from asya_shared import names, records
 from tests.cli.test_dev_and_send import broker_env
+from tests.support.dev_process import serving
 from tests.support.services import AWS_TEST_ENV, ServiceProcess
 from tests.support.waiting import wait_until
 
@@ -151,32 +150,8 @@ def dev(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         text=True,
     )
     running = Dev(proc, workdir, args, environ)
-
-    def follow() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            running.lines.append(line)
-
-    reader = threading.Thread(target=follow, daemon=True)
-    reader.start()
-
-    def ready() -> bool:
-        assert proc.poll() is None, "asya dev exited:\n" + running.output()
-        return any("asya dev: ready" in line for line in list(running.lines))
-
-    try:
-        wait_until(ready, what="asya dev to be ready", timeout=TIMEOUT_S, interval=0.1,
-                   details=running.output)  # fmt: skip
+    with serving(proc, running.lines):
         yield running
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        reader.join(timeout=10)
-    assert code == 0, "asya dev did not stop cleanly:\n" + running.output()
 
 
 def test_a_failure_is_listed_shown_redriven_and_leaves_the_sump(dev: Dev, tmp_path: Path) -> None:

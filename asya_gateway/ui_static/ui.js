@@ -66,29 +66,19 @@ function taskRow(task) {
   return row;
 }
 
-function startTaskList() {
-  const form = document.getElementById("filters");
-  const statusFilter = document.getElementById("status-filter");
-  const idFilter = document.getElementById("id-filter");
-  const body = document.querySelector("#tasks tbody");
-  const empty = document.getElementById("empty");
-  const refreshed = document.getElementById("refreshed");
-  const limit = document.getElementById("tasks").dataset.limit;
+// A refresh that runs now and every POLL_MS: `load` fetches and returns what applies the
+// answer. Typing starts refreshes that may answer out of order: only the newest applies, and
+// `refreshed` says when it did or why it could not.
+function poller(load, refreshed) {
   let timer = null;
-  let latest = 0; // typing starts refreshes that may answer out of order: the last one wins
-
-  async function refresh() {
+  let latest = 0;
+  return async function refresh() {
     clearTimeout(timer);
     const mine = ++latest;
-    const query = new URLSearchParams({ limit });
-    if (statusFilter.value) query.set("status", statusFilter.value);
     try {
-      const page = await getJson("/v1/tasks?" + query);
+      const apply = await load();
       if (mine !== latest) return;
-      const needle = idFilter.value.trim().toLowerCase();
-      const shown = page.tasks.filter((task) => task.id.toLowerCase().includes(needle));
-      setRows(body, shown.map(taskRow));
-      empty.hidden = shown.length > 0;
+      apply();
       refreshed.textContent = "updated " + new Date().toLocaleTimeString();
       refreshed.classList.remove("problem");
     } catch (error) {
@@ -97,7 +87,29 @@ function startTaskList() {
       refreshed.classList.add("problem");
     }
     timer = setTimeout(refresh, POLL_MS);
-  }
+  };
+}
+
+function startTaskList() {
+  const form = document.getElementById("filters");
+  const statusFilter = document.getElementById("status-filter");
+  const idFilter = document.getElementById("id-filter");
+  const body = document.querySelector("#tasks tbody");
+  const empty = document.getElementById("empty");
+  const refreshed = document.getElementById("refreshed");
+  const limit = document.getElementById("tasks").dataset.limit;
+
+  const refresh = poller(async () => {
+    const query = new URLSearchParams({ limit });
+    if (statusFilter.value) query.set("status", statusFilter.value);
+    const page = await getJson("/v1/tasks?" + query);
+    return () => {
+      const needle = idFilter.value.trim().toLowerCase();
+      const shown = page.tasks.filter((task) => task.id.toLowerCase().includes(needle));
+      setRows(body, shown.map(taskRow));
+      empty.hidden = shown.length > 0;
+    };
+  }, refreshed);
 
   function filtersChanged() {
     const query = new URLSearchParams();
@@ -114,7 +126,7 @@ function startTaskList() {
   });
   statusFilter.addEventListener("change", filtersChanged);
   idFilter.addEventListener("input", filtersChanged);
-  timer = setTimeout(refresh, POLL_MS);
+  refresh();
 }
 
 // ------------------------------------------------------------------------- the sump
@@ -141,8 +153,6 @@ function startSumpPage() {
   // Rows redriven (or being redriven) from this page: a redriven record leaves the sump, but
   // its row stays, saying where it went, until the page is left.
   const settled = new Map(); // id -> {record, state, text}
-  let timer = null;
-  let latest = 0;
 
   function row(record) {
     const tr = el("tr", { "data-id": record.id });
@@ -179,27 +189,17 @@ function startSumpPage() {
   }
 
   let records = [];
-  async function refresh() {
-    clearTimeout(timer);
-    const mine = ++latest;
+  const refresh = poller(async () => {
     const query = new URLSearchParams();
     SUMP_FILTERS.forEach((name, index) => {
       if (inputs[index].value.trim()) query.set(name, inputs[index].value.trim());
     });
-    try {
-      const page = await getJson("/v1/sump?" + query);
-      if (mine !== latest) return;
+    const page = await getJson("/v1/sump?" + query);
+    return () => {
       records = page.records;
       render(records);
-      refreshed.textContent = "updated " + new Date().toLocaleTimeString();
-      refreshed.classList.remove("problem");
-    } catch (error) {
-      if (mine !== latest) return;
-      refreshed.textContent = "not refreshed: " + error.message;
-      refreshed.classList.add("problem");
-    }
-    timer = setTimeout(refresh, POLL_MS);
-  }
+    };
+  }, refreshed);
 
   async function redrive(id) {
     const record = records.find((item) => item.id === id);

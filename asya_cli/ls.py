@@ -262,8 +262,8 @@ async def _get(client: httpx.AsyncClient, url: str) -> httpx.Response | None:
 async def queue_depths(
     kind: str, environ: Mapping[str, str], queues: Sequence[str]
 ) -> tuple[dict[str, int | None], str | None]:
-    """Each queue's depth (None where the broker could not count it), and what went wrong
-    when the broker could not be asked at all."""
+    """Each queue's depth (None where the broker could not count it), and why the depths are
+    unknown when the broker could not be asked or cannot count (Pub/Sub)."""
     try:
         async with asyncio.timeout(BROKER_TIMEOUT_S):
             async with transports.create(kind, environ) as broker:
@@ -272,14 +272,18 @@ async def queue_depths(
         return {}, f"{kind} did not answer within {BROKER_TIMEOUT_S:g}s"
     except (transports.TransportError, ValueError) as exc:
         return {}, f"{kind}: {exc}"
-    return dict(zip(queues, found, strict=True)), None
+    depths = {
+        queue: d if isinstance(d, int) else None for queue, d in zip(queues, found, strict=True)
+    }
+    cannot = next((str(d) for d in found if isinstance(d, transports.Unsupported)), None)
+    return depths, cannot
 
 
-async def _depth(broker: transports.Broker, queue: str) -> int | None:
+async def _depth(broker: transports.Broker, queue: str) -> int | transports.TransportError:
     try:
         return await broker.queue_depth(queue)
-    except (transports.QueueNotFound, transports.Unsupported):
-        return None
+    except (transports.QueueNotFound, transports.Unsupported) as exc:
+        return exc
 
 
 def print_rich(state: DevState, rows: Sequence[ActorRow], out: TextIO) -> None:

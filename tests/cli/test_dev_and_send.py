@@ -100,18 +100,30 @@ def followed(proc: subprocess.Popen[str], args: list[str], env: dict[str, str] |
     return Dev(proc, lines, args, env)
 
 
+def only_broker_env(request: pytest.FixtureRequest, kind: str) -> dict[str, str]:
+    """`broker_env` without the ASYA_* settings of the environment the tests run in (a state
+    dir, a gateway URL): only those that point at the broker."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ASYA_")}
+    return {**clean, **broker_settings(request, kind)}
+
+
 def broker_env(request: pytest.FixtureRequest, kind: str) -> dict[str, str]:
     """The environment a user would export to point `asya dev` and `asya send` at a broker."""
-    env = dict(os.environ)
+    return {**os.environ, **broker_settings(request, kind)}
+
+
+def broker_settings(request: pytest.FixtureRequest, kind: str) -> dict[str, str]:
+    """The variables that point `asya dev` and `asya send` at the test's broker."""
     if kind == "rabbitmq":
-        env["ASYA_RABBITMQ_URL"] = request.getfixturevalue("rabbitmq_url")
-    elif kind == "sqs":
-        env.update(AWS_TEST_ENV)
-        env["ASYA_SQS_ENDPOINT"] = request.getfixturevalue("moto_server").url
-    elif kind == "pubsub":
-        env["PUBSUB_EMULATOR_HOST"] = request.getfixturevalue("pubsub_emulator").host
-        env["ASYA_PUBSUB_PROJECT"] = "asya-cli-test"
-    return env
+        return {"ASYA_RABBITMQ_URL": request.getfixturevalue("rabbitmq_url")}
+    if kind == "sqs":
+        return {**AWS_TEST_ENV, "ASYA_SQS_ENDPOINT": request.getfixturevalue("moto_server").url}
+    if kind == "pubsub":
+        return {
+            "PUBSUB_EMULATOR_HOST": request.getfixturevalue("pubsub_emulator").host,
+            "ASYA_PUBSUB_PROJECT": "asya-cli-test",
+        }
+    return {}
 
 
 @pytest.fixture(

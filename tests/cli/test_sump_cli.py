@@ -22,7 +22,7 @@ import pytest
 
 import asya_transports as transports
 from asya_shared import names, records
-from tests.cli.test_dev_and_send import broker_env
+from tests.cli.test_dev_and_send import only_broker_env
 from tests.support.dev_process import serving
 from tests.support.services import AWS_TEST_ENV, ServiceProcess
 from tests.support.waiting import wait_until
@@ -130,12 +130,16 @@ class Dev:
 
 
 @pytest.fixture(
-    scope="module", params=["local", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)]
+    scope="module",
+    params=[
+        "local",
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        pytest.param("sqs", marks=pytest.mark.sqs),
+        pytest.param("pubsub", marks=pytest.mark.pubsub),
+    ],
 )
 def dev(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
-    environ = {k: v for k, v in broker_env(request, request.param).items()
-               if not k.startswith("ASYA_") or k.endswith("_URL")}  # fmt: skip
-    environ.pop("ASYA_GATEWAY_URL", None)
+    environ = only_broker_env(request, request.param)
     workdir = tmp_path_factory.mktemp("sump")
     (workdir / "sump_handlers.py").write_text(HANDLERS)
     (workdir / "actors.yaml").write_text(ACTORS)

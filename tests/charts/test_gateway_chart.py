@@ -65,6 +65,7 @@ OWN_ENV = {
     "ASYA_GATEWAY_STORE",
     "ASYA_GATEWAY_API_KEYS_FILE",
     "ASYA_GATEWAY_FLOWS",
+    "ASYA_SUMP_STORE",
 }
 
 
@@ -870,3 +871,19 @@ def test_bad_values_fail_naming_the_field(path: Path) -> None:
         # `helm lint -f` reports schema problems too (but only logs a template's `fail`).
         report = helm.lint(GATEWAY, values, namespace=GATEWAY_NAMESPACE)
         assert any(expected_error(path) in error for error in report["errors"]), report
+
+
+def test_the_sump_store_reaches_the_gateway_only_when_given() -> None:
+    assert "ASYA_SUMP_STORE" not in env_of(rendered(MINIMAL))
+
+    objects = rendered({**MINIMAL, "sumpStore": "s3://asya-results/sump"})
+
+    assert env_of(objects)["ASYA_SUMP_STORE"] == {
+        "name": "ASYA_SUMP_STORE",
+        "value": "s3://asya-results/sump",
+    }
+
+
+def test_a_sump_store_that_is_no_store_url_fails_the_install() -> None:
+    with pytest.raises((helm.HelmValuesError, helm.HelmRenderError), match="sumpStore"):
+        rendered({**MINIMAL, "sumpStore": "http://somewhere/sump"})

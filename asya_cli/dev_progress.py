@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from asya_shared import names
+from asya_shared import names, redrive
 from asya_shared.times import parse_rfc3339
 
 POLL_S = 0.25
@@ -38,9 +38,7 @@ def describe(record: Mapping[str, Any]) -> str:
         cause = [str(status["reason"])] if status.get("reason") else []
         error = status.get("error")
         if isinstance(error, dict) and error.get("type"):
-            message = str(error.get("message") or "").splitlines()
-            first = f"{error['type']}: {message[0]}" if message else str(error["type"])
-            cause.append(first[:ERROR_CHARS])
+            cause.append(redrive.error_line(error)[:ERROR_CHARS])
         actor = status.get("actor")
         if isinstance(actor, str) and actor not in ENDS:
             line += f" at {actor}"

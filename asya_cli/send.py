@@ -23,7 +23,7 @@ import asya_transports as transports
 from asya_cli import dev_plan
 from asya_cli.state_dir import HELP as STATE_DIR_HELP
 from asya_cli.state_dir import default as default_state_dir
-from asya_shared import env, names
+from asya_shared import env, names, redrive
 from asya_shared.durations import parse_duration
 from asya_sidecar.envelope import Phase, encode, status, timestamp
 
@@ -231,8 +231,7 @@ def failure_summary(status: Mapping[str, Any]) -> str:
         text += f": {status['reason']}"
     error = status.get("error")
     if isinstance(error, dict) and error.get("type"):
-        message = str(error.get("message") or "").splitlines()
-        text += f" ({error['type']}: {message[0]})" if message else f" ({error['type']})"
+        text += f" ({redrive.error_line(error)})"
     return text
 
 

@@ -319,10 +319,7 @@ def _to_login(request: Request) -> Response:
 def _same_origin(request: Request) -> bool:
     """A form post that says where it comes from must come from this gateway's pages."""
     origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    host = request.headers.get("host", "")
-    return origin in (f"http://{host}", f"https://{host}")
+    return origin is None or origin_is(origin, request.headers.get("host"))
 
 
 async def _bounded_body(request: Request) -> bytes | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from asya_cli.dev_plan import ProcessSpec
-from asya_shared import env, names
+from asya_shared import env, names, times
 
 FILE_NAME = "dev.json"
 
@@ -266,4 +266,4 @@ def _list(value: object, where: str) -> list[object]:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(datetime.datetime.now(datetime.UTC), timespec="seconds")

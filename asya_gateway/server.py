@@ -42,7 +42,7 @@ from asya_gateway.store.base import Store, StoreError
 from asya_gateway.store.urls import redact, sqlite_url
 from asya_gateway.streaming import SEND_TIMEOUT_S
 from asya_shared import env, names, stores
-from asya_shared.durations import parse_duration
+from asya_shared.durations import parse_days_or_duration
 
 __all__ = [
     "DEFAULT_RETENTION_S",
@@ -172,18 +172,13 @@ class GatewaySettings:
 def parse_retention(text: str) -> float:
     """Seconds in a retention: a duration (`36h`, `90m`, seconds) or whole days (`7d`);
     more than 0. ValueError naming the input otherwise."""
-    cleaned = text.strip()
-    days = cleaned[:-1]
-    if cleaned.endswith("d") and days.replace(".", "", 1).isdigit():
-        seconds = float(days) * 24 * 3600
-    else:
-        try:
-            seconds = parse_duration(cleaned)
-        except ValueError:
-            raise ValueError(
-                f"retention {text!r} is not understood; write days (7d), hours (36h), "
-                "minutes (90m) or seconds"
-            ) from None
+    try:
+        seconds = parse_days_or_duration(text)
+    except ValueError:
+        raise ValueError(
+            f"retention {text!r} is not understood; write days (7d), hours (36h), "
+            "minutes (90m) or seconds"
+        ) from None
     if not 0 < seconds < math.inf:
         raise ValueError(f"retention {text!r} must be more than 0")
     return seconds

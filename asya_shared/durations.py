@@ -27,6 +27,19 @@ def parse_duration(text: str | float | int) -> float:
     return seconds
 
 
+DAY_S = 24 * 3600.0
+
+
+def parse_days_or_duration(text: str) -> float:
+    """Seconds in `text`: days (`7d`, `1.5d`), which spans of days such as a retention or a
+    look-back are written in, or anything `parse_duration` reads. Raises ValueError."""
+    cleaned = text.strip()
+    days = cleaned[:-1]
+    if cleaned.endswith("d") and days.replace(".", "", 1).isdigit():
+        return float(days) * DAY_S
+    return parse_duration(cleaned)
+
+
 def _parse_units(text: str) -> float:
     position, total = 0, 0.0
     for match in _PART.finditer(text):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asya_shared import names, wire
-from asya_shared.durations import parse_duration
+from asya_shared.durations import parse_days_or_duration
 from asya_shared.statuses import Phase, Reason, parse_timestamp, status, timestamp
 
 REDRIVEN_FROM_HEADER = wire.REDRIVEN_FROM_HEADER
@@ -48,7 +48,6 @@ _WRAPPED = frozenset(
 )
 # Wrapped input that was a well-formed envelope for the actor: its handler answered badly.
 _BAD_RESULT = frozenset({Reason.ROUTE_VIOLATION, Reason.INVALID_RESULT, Reason.OVERSIZE_RESULT})
-_DAY_S = 86400.0
 _NEVER = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
@@ -165,10 +164,7 @@ def parse_since(text: str, *, now: datetime.datetime, name: str = "--since") -> 
     if moment is not None:
         return moment
     try:
-        if cleaned.endswith("d") and _is_number(cleaned[:-1]):
-            seconds = float(cleaned[:-1]) * _DAY_S
-        else:
-            seconds = parse_duration(cleaned)
+        seconds = parse_days_or_duration(cleaned)
     except ValueError:
         raise ValueError(
             f"{name} {text!r} is neither a duration (30m, 2h, 1d, or seconds) nor an RFC 3339 "
@@ -341,11 +337,3 @@ def _headers(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

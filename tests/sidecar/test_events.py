@@ -4,71 +4,26 @@ emitted them, even when the endpoint is slow, and queued events of one envelope 
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from asya_sidecar.events import EventForwarder
 from asya_sidecar.metrics import SidecarMetrics
+from tests.support.events_endpoint import EventsEndpoint
 from tests.support.waiting import eventually
 
 
-class HeldEndpoint:
-    """Records each post when it answers it; the first post is held until released, so any
-    post sent behind it on another connection would be recorded first."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.first_arrived = threading.Event()
-        self.release = threading.Event()
-        self._lock = threading.Lock()
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if not endpoint.first_arrived.is_set():
-                    endpoint.first_arrived.set()
-                    endpoint.release.wait(timeout=30)
-                with endpoint._lock:
-                    endpoint.posts.append(body)
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/events"
-
-    def recorded(self) -> list[tuple[str, list[Any]]]:
-        with self._lock:
-            return [(post["envelope_id"], post["events"]) for post in self.posts]
-
-    def stop(self) -> None:
-        self.release.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
 @pytest.fixture
-def endpoint() -> Iterator[HeldEndpoint]:
-    held = HeldEndpoint()
+def endpoint() -> Iterator[EventsEndpoint]:
+    held = EventsEndpoint(hold_first=True)
     yield held
     held.stop()
 
 
 async def test_events_reach_a_slow_endpoint_in_the_order_they_were_emitted(
-    endpoint: HeldEndpoint,
+    endpoint: EventsEndpoint,
 ) -> None:
     forwarder = EventForwarder(url=endpoint.url, actor="a", metrics=SidecarMetrics("a"))
     forwarder.forward([{"text": "He"}], envelope_id="one")
@@ -93,7 +48,7 @@ async def test_events_reach_a_slow_endpoint_in_the_order_they_were_emitted(
     await forwarder.close()
 
 
-async def test_close_waits_for_queued_events_to_be_posted(endpoint: HeldEndpoint) -> None:
+async def test_close_waits_for_queued_events_to_be_posted(endpoint: EventsEndpoint) -> None:
     forwarder = EventForwarder(url=endpoint.url, actor="a", metrics=SidecarMetrics("a"))
     forwarder.forward([{"n": 1}], envelope_id="one")
     await eventually(endpoint.first_arrived.is_set, what="the first post at the endpoint")

@@ -14,9 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import pytest
 
 from asya_sidecar.runtime_client import Frames, RuntimeClient, RuntimeTimeout, RuntimeUnavailable
 from asya_transports.local import LocalTransport
+from tests.support.events_endpoint import EventsEndpoint
 from tests.support.report_receiver import ReportReceiver
 from tests.support.runtime import RuntimeFactory, RuntimeProcess
 from tests.support.services import free_port
@@ -62,42 +61,6 @@ async def async_tokens(payload):
     yield "FLY", {{"text": "lo"}}
     yield {{"text": "Hello"}}
 '''
-
-
-class EventsEndpoint:
-    """A tiny HTTP server standing in for ASYA_EVENTS_URL: records every posted body."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with endpoint._lock:
-                    endpoint.posts.append(body)
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/events"
-
-    def events(self) -> list[Any]:
-        with self._lock:
-            return [event for post in self.posts for event in post["events"]]
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 @pytest.fixture

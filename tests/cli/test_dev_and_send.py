@@ -100,6 +100,15 @@ def followed(proc: subprocess.Popen[str], args: list[str], env: dict[str, str] |
     return Dev(proc, lines, args, env)
 
 
+# Every transport a pipeline can run on, marked so that a run can leave out a broker.
+EVERY_BROKER = [
+    "local",
+    pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    pytest.param("sqs", marks=pytest.mark.sqs),
+    pytest.param("pubsub", marks=pytest.mark.pubsub),
+]
+
+
 def only_broker_env(request: pytest.FixtureRequest, kind: str) -> dict[str, str]:
     """`broker_env` without the ASYA_* settings of the environment the tests run in (a state
     dir, a gateway URL): only those that point at the broker."""
@@ -128,12 +137,7 @@ def broker_settings(request: pytest.FixtureRequest, kind: str) -> dict[str, str]
 
 @pytest.fixture(
     scope="module",
-    params=[
-        "local",
-        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
-        pytest.param("sqs", marks=pytest.mark.sqs),
-        pytest.param("pubsub", marks=pytest.mark.pubsub),
-    ],
+    params=EVERY_BROKER,
 )
 def dev(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     env = broker_env(request, request.param)

@@ -24,7 +24,7 @@ import pytest
 from asya_cli import dev_state, ls
 from asya_cli.dev_plan import ProcessSpec
 from asya_cli.dev_state import ActorState, DevState
-from tests.cli.test_dev_and_send import only_broker_env
+from tests.cli.test_dev_and_send import EVERY_BROKER, only_broker_env
 from tests.support.dev_process import serving
 from tests.support.pipeline import HANDLERS
 from tests.support.waiting import wait_until
@@ -261,12 +261,7 @@ class Dev:
 
 @pytest.fixture(
     scope="module",
-    params=[
-        "local",
-        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
-        pytest.param("sqs", marks=pytest.mark.sqs),
-        pytest.param("pubsub", marks=pytest.mark.pubsub),
-    ],
+    params=EVERY_BROKER,
 )
 def dev(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     environ = only_broker_env(request, request.param)

@@ -22,7 +22,7 @@ import pytest
 
 import asya_transports as transports
 from asya_shared import names, records
-from tests.cli.test_dev_and_send import only_broker_env
+from tests.cli.test_dev_and_send import EVERY_BROKER, only_broker_env
 from tests.support.dev_process import serving
 from tests.support.services import AWS_TEST_ENV, ServiceProcess
 from tests.support.waiting import wait_until
@@ -131,12 +131,7 @@ class Dev:
 
 @pytest.fixture(
     scope="module",
-    params=[
-        "local",
-        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
-        pytest.param("sqs", marks=pytest.mark.sqs),
-        pytest.param("pubsub", marks=pytest.mark.pubsub),
-    ],
+    params=EVERY_BROKER,
 )
 def dev(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     environ = only_broker_env(request, request.param)

@@ -23,6 +23,9 @@ def _run_runtime(_: argparse.Namespace) -> int:
 
 
 def _run_sidecar(_: argparse.Namespace) -> int:
+    from asya_sidecar import exit_on_sigterm_while_starting
+
+    exit_on_sigterm_while_starting()
     from asya_sidecar import main as sidecar
 
     return sidecar.main()

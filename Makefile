@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 LLAMA_VENV ?= .venv-llama
 MLSERVER_VENV ?= .venv-mlserver
 
-.PHONY: install test lint fmt clean demo demo-llm crds bench model-servers browser
+.PHONY: install test lint fmt clean demo demo-llm crds bench faults model-servers browser
 
 install: $(STAMP)
 
@@ -55,6 +55,11 @@ crds: install
 # `make bench BENCH_ARGS="--transport local"`); the summary goes to bench/results/<transport>.json.
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Fault injection (docs/reliability.md): every scenario on every broker, one JSON line each;
+# e.g. `make faults FAULTS_ARGS="--transport rabbitmq --profile long"`.
+faults: install
+	$(PY) -m faults $(FAULTS_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -189,6 +189,16 @@ class Run:
     async def at_progress(self, count: int, timeout: float = 600.0) -> None:
         await wait_for(lambda: self.finished() >= count, f"{count} envelopes finished", timeout)
 
+    def health_port(self, actor: str) -> int:
+        for spec in self.pipeline.specs:
+            if spec.name == f"{actor}/sidecar" and spec.health_port is not None:
+                return spec.health_port
+        raise KeyError(f"no sidecar with a health port for {actor}")
+
+    async def healthz(self, actor: str) -> int:
+        """The status code of the actor's sidecar /healthz; 0 when nothing answers."""
+        return await http_status(self.health_port(actor), "/healthz")
+
     # --- verifying ---
 
     def finished(self) -> int:
@@ -249,6 +259,25 @@ class Run:
     def log_tail(self, lines: int = 40) -> str:
         self._log.flush()
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+
+
+async def http_status(port: int, path: str) -> int:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+    except (OSError, TimeoutError):
+        return 0
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 2)
+    except (OSError, TimeoutError):
+        return 0
+    finally:
+        writer.close()
+    parts = line.split()
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
 
 
 def count_files(directory: Path) -> int:

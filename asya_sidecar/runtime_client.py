@@ -172,7 +172,17 @@ class RuntimeClient:
             except _StaleConnection:
                 # A kept-alive connection the runtime had already closed (it restarted, say):
                 # nothing was processed, so one retry on a fresh connection is safe.
-                conn = await self._connect()
+                try:
+                    conn = await self._connect()
+                except RuntimeUnavailable as exc:
+                    # Gone now: the silent close may as well have been its death under this
+                    # request (a handler that kills its process looks exactly so), and it
+                    # must count against the envelope (consumer.CRASH_DELIVERY_LIMIT).
+                    raise RuntimeUnavailable(
+                        f"the runtime closed a kept-alive connection under the request and "
+                        f"is gone: {exc}",
+                        during_call=True,
+                    ) from exc
                 status, answer, keep = await self._round_trip(conn, head, body, on_fly)
         except BaseException:
             conn.close()  # also on cancellation: a half-used connection is never reused

@@ -99,6 +99,10 @@ class Consumer:
         self._runtime_down = asyncio.Event()
         self._stopping = False
         self._problem = "starting"
+        # The broker as the sidecar last found it: the open receiver's trouble (set while it
+        # backs off) and the last send that failed (cleared by the next input settled).
+        self._receiver: Receiver | None = None
+        self._send_trouble = ""
         self._tasks: set[asyncio.Task[None]] = set()
         # Read when scraped, rather than counted up and down on every envelope.
         metrics.in_flight.set_function(lambda: len(self._tasks))
@@ -110,7 +114,12 @@ class Consumer:
             return False, "stopping"
         if not self.runtime_up.is_set():
             return False, "runtime unavailable"
-        return (True, "ok") if not self._problem else (False, self._problem)
+        if self._problem:
+            return False, self._problem
+        trouble = (self._receiver.trouble if self._receiver else None) or self._send_trouble
+        if trouble:
+            return False, f"broker unreachable: {trouble}"
+        return True, "ok"
 
     def runtime_ready(self) -> None:
         self.runtime_up.set()
@@ -141,6 +150,7 @@ class Consumer:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         receiver = self.transport.receive(self.config.queue, prefetch=self.config.concurrency)
+        self._receiver = receiver
         self._problem = ""
         # One task takes deliveries in a plain loop, rather than a task and a wait per
         # delivery; stopping or losing the runtime cancels it, and a receiver loses nothing
@@ -226,6 +236,7 @@ class Consumer:
                 decision, hop = self._oversize(delivery.body, exc), None
                 await self._carry_out(decision)
             await delivery.ack()
+            self._send_trouble = ""
             self.metrics.processed(decision.outcome)
             if decision.reason is not None:
                 self.metrics.failed(decision.reason)
@@ -235,6 +246,7 @@ class Consumer:
                 at = envelope.timestamp(self.clock())
                 self.reporter.report_all(outcome_reports(hop, decision, at=at))
         except TransportError as exc:
+            self._send_trouble = str(exc)
             log.warning("could not send results, requeueing the input: %s", exc)
             await _quietly(delivery.nack())
             self.metrics.processed("requeued")

@@ -108,7 +108,12 @@ class Receiver(Protocol):
     again. `aclose` stops receiving: messages fetched but not yet handed out go back to the
     queue; deliveries already handed out can still be settled. (receiving.py holds the
     machinery every broker shares to do this.)
+
+    `trouble` says why it is retrying the broker right now (None while receiving works);
+    the sidecar's /healthz reports it.
     """
+
+    trouble: str | None
 
     def __aiter__(self) -> Receiver: ...
 

@@ -93,6 +93,8 @@ class BaseReceiver(Generic[D]):
         self._closing = asyncio.Event()  # cuts a backoff pause short
         self._task: asyncio.Task[None] | None = None
         self._failures = 0  # failed rounds in a row, for the backoff
+        # Why the loop is backing off, while it is (the sidecar's /healthz shows it).
+        self.trouble: str | None = None
         self._orphans: set[asyncio.Task[None]] = set()  # fetches abandoned on close
 
     def __aiter__(self) -> BaseReceiver[D]:
@@ -151,6 +153,7 @@ class BaseReceiver(Generic[D]):
 
     def _recovered(self) -> None:
         self._failures = 0
+        self.trouble = None
 
     async def _stop(self) -> None:
         """Mark closed and stop the loop; the receiver stays known to its transport while
@@ -200,6 +203,7 @@ class BaseReceiver(Generic[D]):
                     self._inbox.put_nowait(exc)
                     return
                 except TransportError as exc:
+                    self.trouble = str(exc)
                     pause = self._backoff.delay(self._failures, rand=random.random())
                     self._failures += 1
                     log.warning(

@@ -87,6 +87,12 @@ class Proxy:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def drop_connections(self) -> None:
+        """Close every open connection now, as a broker that went away does (its peers see
+        the end of stream at once, unlike a blackhole)."""
+        for pair in list(self._pairs):
+            pair.close()
+
     def blackhole(self) -> None:
         self._open.clear()
 

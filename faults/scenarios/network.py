@@ -10,7 +10,7 @@ Checked: nothing lost; the sidecars reconnect (a batch fed after the last restor
 every id of it); duplicates per outage within BLACKHOLE_DUP_BOUND; the middle sidecar's
 /healthz answers OK again within HEALTH_BACK_S of the restore. Whether it reported the
 outage (not OK at some point while the port was blackholed) is logged per outage, and
-checked when REQUIRE_HEALTH_DOWN is set (see there for why it is not yet).
+required for outages longer than HEALTH_DETECT_S (see there).
 """
 
 from __future__ import annotations
@@ -43,15 +43,12 @@ BLACKHOLE_DUP_BOUND = sum(CONCURRENCY.values())
 # receivers back off at most 30 s between attempts; the rest is the reconnect itself).
 HEALTH_BACK_S = 60.0
 HEALTH_POLL_S = 0.25
-# Whether b's /healthz must turn not OK during an outage. A silent blackhole shows only
-# through the sidecar's own timeouts: a send or publisher confirm gives up after 30 s
-# (RabbitMQ, Pub/Sub), an SQS receive after its long poll's read timeout, a Pub/Sub pull
-# after 120 s, RabbitMQ's heartbeat later still; so only an outage longer than
-# HEALTH_DETECT_S can be required to show. Off because /healthz does not yet reflect
-# transport failures at all (receivers retry inside the transport, failed sends are only
-# logged): measured OK throughout 90 s blackholes on all three brokers. What it said is
-# logged for every outage either way.
-REQUIRE_HEALTH_DOWN = False
+# A silent blackhole shows only through the sidecar's own timeouts: a send or publisher
+# confirm gives up after 30 s (RabbitMQ, Pub/Sub), an SQS call after its read timeout and
+# retries, a Pub/Sub pull after 120 s, RabbitMQ's heartbeat later still. Only an outage
+# longer than HEALTH_DETECT_S, with envelopes in flight, must therefore show in /healthz;
+# what it said is logged for every outage either way.
+REQUIRE_HEALTH_DOWN = True
 HEALTH_DETECT_S = 35.0
 SETTLE_TIMEOUT_S = 600.0
 AFTER_BATCH = 30  # envelopes fed after the last restore
@@ -61,7 +58,9 @@ SIZES = {
     "default": Sizes(envelopes=2000, faults=2),
     "long": Sizes(envelopes=10000, faults=3),
 }
-BLACKHOLE_S = {SIZES["short"]: 5.0, SIZES["default"]: 15.0, SIZES["long"]: 30.0}
+# The issue asks for 30 s; the long profile holds 60 s so that the outage also outlasts the
+# sidecars' send timeouts and /healthz has to show it (HEALTH_DETECT_S).
+BLACKHOLE_S = {SIZES["short"]: 5.0, SIZES["default"]: 15.0, SIZES["long"]: 60.0}
 
 
 def envelopes_for(ctx: Context) -> int:

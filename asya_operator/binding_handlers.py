@@ -522,10 +522,18 @@ async def _leave_previous(
 async def _remove_queue(
     state: State, body: kopf.Body, old: AsyaBindingStatus, logger: kopf.Logger, retry: int
 ) -> None:
+    queue, transport_name = old.queue, old.transport
+    if not queue or not transport_name:
+        # As handlers.planned_queue: killed after creating the queue, before the status.
+        try:
+            plan = binding_render.plan(AsyaBinding.from_object(dict(body)), state.config)
+            queue, transport_name = plan.queue, plan.transport_name
+        except (pydantic.ValidationError, render.RenderError):
+            pass  # no reconcile could have created a queue for this spec
     ctx = deletion.Context(
-        queue=old.queue,
-        transport=old.transport,
-        configured=old.transport in state.config.transports,
+        queue=queue,
+        transport=transport_name,
+        configured=transport_name in state.config.transports,
         policy=models.DeletionPolicy.DELETE_IF_EMPTY,
     )
     decision = deletion.decide(ctx)

@@ -525,10 +525,13 @@ async def remove_queue(state: State, body: kopf.Body, logger: kopf.Logger, retry
     seen = observed.actor(body)
     await write_status(state, seen, Outcome(scaling_enabled=seen.scaling_enabled), terminating=True)
 
+    queue, transport_name = seen.status.queue, seen.status.transport
+    if not queue or not transport_name:
+        queue, transport_name = planned_queue(body, state.config)
     ctx = deletion.Context(
-        queue=seen.status.queue,
-        transport=seen.status.transport,
-        configured=seen.status.transport in state.config.transports,
+        queue=queue,
+        transport=transport_name,
+        configured=transport_name in state.config.transports,
         policy=seen.deletion_policy,
     )
     decision = deletion.decide(ctx)
@@ -560,6 +563,18 @@ async def remove_queue(state: State, body: kopf.Body, logger: kopf.Logger, retry
         _warn_kept(body, logger, deletion.refused(ctx, str(exc)))
         return
     _warn_kept(body, logger, after)
+
+
+def planned_queue(body: kopf.Body, config: OperatorConfig) -> tuple[str | None, str | None]:
+    """(queue, transport) a reconcile creates for this spec, for an actor whose status names
+    none: an operator killed after creating the queue and before writing the status left
+    it so, and a deletion that trusted the status alone would leave the queue behind (a
+    queue never created is found gone when measured)."""
+    try:
+        plan = render.plan(models.AsyncActor.from_object(dict(body)), config)
+    except (pydantic.ValidationError, render.RenderError):
+        return None, None  # no reconcile could have created a queue for this spec
+    return plan.queue, plan.transport_name
 
 
 def _warn_kept(body: kopf.Body, logger: kopf.Logger, keep: deletion.Keep) -> None:

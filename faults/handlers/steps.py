@@ -24,8 +24,8 @@ def last(payload):
     return {**payload, "trail": [*payload.get("trail", []), "c"]}
 
 
-def record(envelope_id):
-    path = os.path.join(os.environ["FAULTS_CALLS_DIR"], f"calls-{os.getpid()}.log")
+def record(envelope_id, log="calls"):
+    path = os.path.join(os.environ["FAULTS_CALLS_DIR"], f"{log}-{os.getpid()}.log")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, f"{envelope_id} {time.time():.6f}\n".encode())

@@ -61,11 +61,6 @@ SIZES = {
 }
 
 
-def envelopes_for(ctx: Context) -> int:
-    # moto's cost grows with the square of the backlog: SQS runs get at most 300 envelopes.
-    return min(ctx.sizes.envelopes, 300) if ctx.transport == "sqs" else ctx.sizes.envelopes
-
-
 def rabbit_tool(name: str) -> str:
     """The RabbitMQ script itself, not the Debian wrapper in /usr/sbin (which switches to
     the rabbitmq user, with its own home and Erlang cookie)."""
@@ -211,7 +206,7 @@ async def rabbitmq_restart(ctx: Context) -> Outcome:
             step_actors(middle_concurrency=MIDDLE_CONCURRENCY),
             extra_env={"ASYA_RABBITMQ_URL": rabbit.url},
         ) as run:
-            ids = run.ids(envelopes_for(ctx))
+            ids = run.ids(ctx.envelopes)
             # All fed before the first restart: what waits in the queues must survive it too.
             await run.feed_ids(ids)
             for n, threshold in enumerate(run.thresholds(len(ids), ctx.sizes.faults), 1):
@@ -246,7 +241,7 @@ def finished_ids(run: Run, ids: Sequence[str]) -> list[str]:
 
 async def emulator_restart(ctx: Context) -> Outcome:
     """SQS and Pub/Sub: see the module's docstring for what is held and why."""
-    total = envelopes_for(ctx)
+    total = ctx.envelopes
     rounds = ctx.sizes.faults
     size = max(10, total // (rounds + 1))
     held: list[str] = []

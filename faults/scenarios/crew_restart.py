@@ -79,8 +79,7 @@ def join_actors() -> list[ActorManifest]:
 
 
 def joins_for(ctx: Context) -> int:
-    # moto's cost is O(N^2) in the backlog (see process_kills): SQS runs get 300 parts.
-    parts = min(ctx.sizes.envelopes, 300) if ctx.transport == "sqs" else ctx.sizes.envelopes
+    parts = ctx.envelopes
     return max(1, parts // PARTS)
 
 
@@ -182,10 +181,6 @@ PAUSE_SIZES = {  # envelopes: tasks paused; faults: full restarts
 SUBMITTERS = 8
 
 
-def tasks_for(ctx: Context) -> int:
-    return min(ctx.sizes.envelopes, 300) if ctx.transport == "sqs" else ctx.sizes.envelopes
-
-
 def gateway_url(pipeline: LocalPipeline) -> str:
     if pipeline.gateway is None:
         raise RuntimeError("the pipeline runs no gateway")
@@ -230,7 +225,7 @@ async def pause_restart(ctx: Context) -> Outcome:
     with contextlib.ExitStack() as stack:
         async with Run(ctx, step_actors(), gateway=True) as run:
             out = stack.enter_context(run.log_path.open("a"))
-            ids = run.ids(tasks_for(ctx), prefix="p")
+            ids = run.ids(ctx.envelopes, prefix="p")
             wanted = set(ids)
             problems: list[str] = []
             async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:

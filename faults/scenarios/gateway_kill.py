@@ -50,11 +50,6 @@ SIZES = {
 }
 
 
-def tasks_for(ctx: Context) -> int:
-    # moto's cost is O(N^2) in the backlog (see process_kills): SQS runs get 300 tasks.
-    return min(ctx.sizes.envelopes, 300) if ctx.transport == "sqs" else ctx.sizes.envelopes
-
-
 @dataclass
 class Feeder:
     """Posts every task until the gateway accepts it; counts what it took."""
@@ -175,7 +170,7 @@ async def gateway_kill(ctx: Context) -> Outcome:
         assert run.pipeline.gateway is not None
         url = run.pipeline.gateway.url
         supervisor = run.pipeline.supervisor
-        ids = run.ids(tasks_for(ctx), prefix="g")
+        ids = run.ids(ctx.envelopes, prefix="g")
         feeder = Feeder(url, SUBMIT_RATE.get(ctx.transport, 40.0))
         feeding = asyncio.create_task(feeder.run(ids))
         outages: list[Outage] = []

@@ -63,11 +63,6 @@ SIZES = {
 BLACKHOLE_S = {SIZES["short"]: 5.0, SIZES["default"]: 15.0, SIZES["long"]: 60.0}
 
 
-def envelopes_for(ctx: Context) -> int:
-    # moto's cost grows with the square of the backlog: SQS runs get at most 300 envelopes.
-    return min(ctx.sizes.envelopes, 300) if ctx.transport == "sqs" else ctx.sizes.envelopes
-
-
 def via_proxy(ctx: Context, port: int) -> dict[str, str]:
     """The broker settings that point a process at the proxy on `port` instead."""
     if ctx.transport == "rabbitmq":
@@ -186,7 +181,7 @@ async def network_blackhole(ctx: Context) -> Outcome:
     ):
         port = next(s.health_port for s in run.pipeline.specs if s.name == "b/sidecar")
         assert port is not None
-        ids = run.ids(envelopes_for(ctx))
+        ids = run.ids(ctx.envelopes)
         feeding = asyncio.create_task(run.feed_ids(ids))
         outages: list[HealthLog] = []
         for threshold in run.thresholds(len(ids), ctx.sizes.faults):

@@ -92,11 +92,6 @@ SIZES = {
 }
 
 
-def envelopes_for(ctx: Context) -> int:
-    # moto is O(N^2) in a queue's backlog: SQS runs get at most 300 envelopes.
-    return min(ctx.sizes.envelopes, 300) if ctx.transport == "sqs" else ctx.sizes.envelopes
-
-
 def rate_for(ctx: Context) -> float:
     """Envelopes per second the feeder sends: well under what the pipeline takes, so that the
     latency measured is the pipeline's, not a queue's."""
@@ -330,7 +325,7 @@ async def poison(ctx: Context) -> Outcome:
                 rate,
             )
             ctx.log(f"poison: a body of {limit + 1024} bytes refused: {bool(refused_huge)}")
-        count = envelopes_for(ctx)
+        count = ctx.envelopes
         warm_ids = run.ids(20, prefix="w")
         warm_items: list[Item] = [
             (i, "a", functools.partial(body_for, run, "good", i, limit), False) for i in warm_ids

@@ -30,12 +30,6 @@ SIZES = {
 }
 
 
-def envelopes_for(ctx: Context) -> int:
-    # moto answers each SQS call by walking the whole queue: a backlog of N costs it O(N^2),
-    # so SQS runs get at most 300 envelopes (stated with the figures).
-    return min(ctx.sizes.envelopes, 300) if ctx.transport == "sqs" else ctx.sizes.envelopes
-
-
 async def _kill_repeatedly(
     ctx: Context, scenario: str, process: str, signum: signal.Signals
 ) -> tuple[Outcome, list[float]]:
@@ -48,7 +42,7 @@ async def _kill_repeatedly(
         step_actors(middle_concurrency=MIDDLE_CONCURRENCY),
         extra_env=extra_env,
     ) as run:
-        ids = run.ids(envelopes_for(ctx))
+        ids = run.ids(ctx.envelopes)
         feeding = asyncio.create_task(run.feed_ids(ids))
         supervisor = run.pipeline.supervisor
         for n, threshold in enumerate(run.thresholds(len(ids), ctx.sizes.faults)):

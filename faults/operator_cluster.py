@@ -24,7 +24,7 @@ import yaml
 
 from asya_operator import binding_handlers, kube
 from faults.harness import wait_for
-from tests.operator.test_operator import VersionedEmulator
+from tests.support.kube_emulator import VersionedEmulator
 
 BINDINGS = binding_handlers.ASYABINDINGS
 OWNERS = (kube.ASYNCACTORS, BINDINGS)

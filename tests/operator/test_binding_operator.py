@@ -27,12 +27,12 @@ from tests.operator.test_binding_render import (
 from tests.operator.test_operator import (
     RABBITMQ,
     Cluster,
-    VersionedEmulator,
     eventually,
     rabbitmq_cleanup,
     rabbitmq_depth,
     unique,
 )
+from tests.support.kube_emulator import VersionedEmulator
 from tests.support.schemas import validate
 
 # test_operator.py's fixture, shared: the operator run in a task against kmock.

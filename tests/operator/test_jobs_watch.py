@@ -29,7 +29,6 @@ from asya_operator import kube
 from asya_operator.config import OperatorConfig
 from asya_shared import env, jobs, names
 from tests.operator.test_operator import (  # noqa: F401  (fixtures used by name)
-    VersionedEmulator,
     cluster,
     start_operator,
 )
@@ -41,6 +40,7 @@ from tests.support.job_templates import (
     register_job_kinds,
     run_handler,
 )
+from tests.support.kube_emulator import VersionedEmulator
 from tests.support.waiting import eventually
 
 RABBIT_URL = "amqp://127.0.0.1:5672/"

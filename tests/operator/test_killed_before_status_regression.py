@@ -22,7 +22,6 @@ from tests.operator.test_binding_render import vllm_deployment
 from tests.operator.test_operator import (
     RABBITMQ,
     Cluster,
-    VersionedEmulator,
     actor_manifest,
     eventually,
     rabbitmq_cleanup,
@@ -30,6 +29,7 @@ from tests.operator.test_operator import (
     start_operator,
     unique,
 )
+from tests.support.kube_emulator import VersionedEmulator
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.kmock(cls=VersionedEmulator)]
 

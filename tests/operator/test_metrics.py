@@ -36,12 +36,12 @@ from tests.operator import test_operator
 from tests.operator.test_operator import (
     RABBITMQ,
     Cluster,
-    VersionedEmulator,
     actor_manifest,
     eventually,
     rabbitmq_cleanup,
     unique,
 )
+from tests.support.kube_emulator import VersionedEmulator
 from tests.support.services import free_port
 
 # The operator fixtures of test_operator, under names of their own here: imported under

@@ -28,7 +28,9 @@ from typing import Any
 
 from asya_shared import names, wire
 from asya_sidecar import envelope, routing
+from asya_sidecar.call_gate import CallGate
 from asya_sidecar.config import SidecarConfig
+from asya_sidecar.crash_ledger import CRASH_ALONE_LIMIT, DELIVERY_BACKSTOP, CrashLedger, Verdict
 from asya_sidecar.envelope import Invalid, Reason
 from asya_sidecar.events import EventForwarder
 from asya_sidecar.logs import envelope_context
@@ -55,9 +57,6 @@ from asya_transports import (
 
 log = logging.getLogger("asya.sidecar")
 
-# An envelope delivered this many times while the runtime kept dying under it is poison
-# (it crashes the handler, for instance by exhausting memory): fail it instead of looping.
-CRASH_DELIVERY_LIMIT = 3
 RUNTIME_POLL_S = 0.5
 # Pause before re-opening a subscription that failed, so a broken queue does not spin.
 RESUBSCRIBE_DELAY_S = 2.0
@@ -104,6 +103,9 @@ class Consumer:
         self._receiver: Receiver | None = None
         self._send_trouble = ""
         self._tasks: set[asyncio.Task[None]] = set()
+        # Who keeps killing the runtime, and the gate that runs a suspect's call alone.
+        self._crashes = CrashLedger()
+        self._gate = CallGate()
         # Read when scraped, rather than counted up and down on every envelope.
         metrics.in_flight.set_function(lambda: len(self._tasks))
 
@@ -309,14 +311,20 @@ class Consumer:
                     reporter.report(hop.fly(events, envelope.timestamp(self.clock())), urgent=True)
                     flew = True
 
+            alone = self._crashes.must_run_alone(parsed.id)
             try:
-                result = await self.runtime.invoke(
-                    body, timeout=self.config.actor_timeout, on_fly=forward_fly
-                )
+                async with self._gate.call(alone=alone):
+                    result = await self.runtime.invoke(
+                        body, timeout=self.config.actor_timeout, on_fly=forward_fly
+                    )
+                self._crashes.came_through(parsed.id)
             except RuntimeUnavailable as exc:
-                failed = self._runtime_failed(parsed, exc, delivery, body=body, ctx=ctx)
+                failed = self._runtime_failed(
+                    parsed, exc, delivery, alone=alone, body=body, ctx=ctx
+                )
                 return None if failed is None else (failed, hop)
             except RuntimeTimeout as exc:
+                self._crashes.came_through(parsed.id)
                 log.warning("%s", exc)
                 details = wire.error_details(
                     routing.ACTOR_TIMEOUT,
@@ -352,22 +360,35 @@ class Consumer:
         exc: RuntimeUnavailable,
         delivery: Delivery,
         *,
+        alone: bool,
         body: bytes,
         ctx: routing.Context,
     ) -> routing.Decision | None:
+        """None (requeue untouched) unless this envelope is the one that keeps killing the
+        runtime (crash_ledger.py): then its failure, RuntimeCrashed."""
         self._runtime_lost(str(exc))
+        if not exc.during_call:
+            return None
         count = delivery.delivery_count
-        if exc.during_call and count is not None and count >= CRASH_DELIVERY_LIMIT:
-            log.error("the runtime died under this envelope %d times; failing it", count)
-            details = wire.error_details(
-                "RuntimeCrashed",
-                f"the runtime stopped answering during this envelope {count} times "
-                f"(last: {exc}); it may crash the handler (out of memory?)",
-            )
-            return routing.handler_failed(
-                parsed, details, body=body, reason=Reason.RUNTIME_CRASHED, ctx=ctx
-            )
-        return None
+        verdict = self._crashes.died(parsed.id, alone=alone, delivery_count=count)
+        if verdict is Verdict.RETRY:
+            log.warning("the runtime died during this envelope; its next call runs alone")
+            return None
+        deaths = CRASH_ALONE_LIMIT if alone else 1
+        log.error("the runtime died under this envelope; failing it as RuntimeCrashed")
+        how = (
+            f"{deaths} times while it ran alone"
+            if alone
+            else f"on its delivery {count} (the limit is {DELIVERY_BACKSTOP})"
+        )
+        details = wire.error_details(
+            "RuntimeCrashed",
+            f"the runtime stopped answering during this envelope {how} (last: {exc}); "
+            "the handler may crash its process (out of memory?)",
+        )
+        return routing.handler_failed(
+            parsed, details, body=body, reason=Reason.RUNTIME_CRASHED, ctx=ctx
+        )
 
     def _oversize(self, body: bytes, exc: MessageTooLarge) -> routing.Decision:
         log.warning(

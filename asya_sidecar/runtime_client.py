@@ -177,7 +177,7 @@ class RuntimeClient:
                 except RuntimeUnavailable as exc:
                     # Gone now: the silent close may as well have been its death under this
                     # request (a handler that kills its process looks exactly so), and it
-                    # must count against the envelope (consumer.CRASH_DELIVERY_LIMIT).
+                    # must count against the envelope (crash_ledger.py).
                     raise RuntimeUnavailable(
                         f"the runtime closed a kept-alive connection under the request and "
                         f"is gone: {exc}",

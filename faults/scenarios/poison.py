@@ -16,13 +16,13 @@
 - `raise`: b's handler raises for it on every attempt; b's policy for that error allows 3
   attempts, so it ends failed with reason PolicyExhausted at attempt 3.
 - `die`: routed a -> k -> c, where k's handler SIGKILLs its own runtime for it. The sidecar
-  requeues it each time and fails it as RuntimeCrashed once the broker has delivered it
-  CRASH_DELIVERY_LIMIT times and the runtime died under that delivery (asya_sidecar/
-  consumer.py). A delivery requeued untouched because the runtime was still down when it was
-  taken counts too, so k's runtime dies from 1 to CRASH_DELIVERY_LIMIT times per such
-  envelope (checked). Few of these (Sizes.faults): each costs restarts, which the
-  supervisor, like a kubelet, spaces out with a growing delay (0.5 s doubling to 10 s), and k
-  takes nothing while its runtime is down.
+  requeues it; having been in flight at a death it is a suspect, and its next calls run
+  alone; once the runtime has died under it CRASH_ALONE_LIMIT times while it ran alone, it
+  is failed as RuntimeCrashed (asya_sidecar/crash_ledger.py). So k's runtime dies at most
+  1 + CRASH_ALONE_LIMIT times per such envelope (checked), and the good envelopes that
+  shared a death with it are not failed. Few of these (Sizes.faults): each costs restarts,
+  which the supervisor, like a kubelet, spaces out with a growing delay (0.5 s doubling to
+  10 s), and k takes nothing while its runtime is down.
 
 Also checked: every good one succeeded, no sidecar exited at all (only k's runtime is
 expected to die), and no envelope reached c twice.
@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asya_cli.manifests import ActorManifest
-from asya_sidecar.consumer import CRASH_DELIVERY_LIMIT
+from asya_sidecar.crash_ledger import CRASH_ALONE_LIMIT
 from asya_transports import MessageTooLarge
 from faults.harness import Context, Run, Sizes, read_records, step_actors, wait_for
 from faults.outcome import Outcome
@@ -85,7 +85,7 @@ B_RESILIENCY: Mapping[str, Any] = {
 KINDS = ("nojson", "noroute", "wrongcurr", "oversize", "raise")
 
 SIZES = {
-    # faults: how many self-killing envelopes (each costs CRASH_DELIVERY_LIMIT restarts)
+    # faults: how many self-killing envelopes (each costs up to 1 + CRASH_ALONE_LIMIT restarts)
     "short": Sizes(envelopes=200, faults=1),
     "default": Sizes(envelopes=2000, faults=2),
     "long": Sizes(envelopes=10000, faults=5),
@@ -295,7 +295,7 @@ def check_bad(outcome: Outcome, plan: Plan, sump: Mapping[str, dict[str, Any]]) 
                     f"{envelope_id}: attempt {status.get('attempt')} of"
                     f" {status.get('max_attempts')}, error {error.get('type')}"
                 )
-            elif kind == "die" and f"{CRASH_DELIVERY_LIMIT} times" not in str(error.get("message")):
+            elif kind == "die" and "during this envelope" not in str(error.get("message")):
                 wrong.append(f"{envelope_id}: {error.get('message')}")
             elif kind in ("nojson", "noroute") and status.get("actor") != "a":
                 wrong.append(f"{envelope_id}: failed by {status.get('actor')}")
@@ -408,7 +408,8 @@ async def poison(ctx: Context) -> Outcome:
             f"poison on {ctx.transport}: k's runtime died {len(killer_exits)} times for"
             f" {len(plan.bad['die'])} self-killing envelope(s); duplicates {outcome.duplicates}"
         )
-        most = CRASH_DELIVERY_LIMIT * len(plan.bad["die"])
+        # Per killer: the death that made it a suspect, then CRASH_ALONE_LIMIT alone.
+        most = (1 + CRASH_ALONE_LIMIT) * len(plan.bad["die"])
         outcome.check(
             len(plan.bad["die"]) <= len(killer_exits) <= most,
             f"k's runtime died {len(killer_exits)} times; expected"

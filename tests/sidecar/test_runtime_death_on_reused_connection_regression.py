@@ -5,8 +5,7 @@ Before the fix, the client took the silent close for a stale pooled connection, 
 fresh one, could not connect (the runtime was dead) and reported "cannot connect", which is
 not during a call. The sidecar then never counted that death against the envelope, so an
 envelope that kills its runtime, taken first after every restart, was redelivered again and
-again instead of being failed as RuntimeCrashed after CRASH_DELIVERY_LIMIT deliveries (found
-by `python -m faults --scenario poison`).
+again instead of being failed as RuntimeCrashed (found by `python -m faults --scenario poison`).
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ tasks paused at x-pause across full restarts of every process (`pause-restart`).
 join-kill: split -> work -> x-join -> c. Each envelope fed to split fans out into PARTS parts,
 which work handles and x-join gathers into one joined envelope (the origin's id) for c. x-join's
 runtime and sidecar are SIGKILLed in turn while parts arrive; the supervisor restarts them. Every
-join must reach x-sink once, succeeded, with every part's result in order, and c must be called
-once per join: a joined envelope published twice (the claimer killed between publishing it and
-marking the join done, taken over by the sweeper after its lease) is a duplicate, and the bound
-is 0.
+join must reach x-sink, succeeded, with every part's result in order. x-join publishes a joined
+envelope and then marks the join done: a runtime killed in between (while it waits for the
+broker to confirm the publish, or just after) leaves the join claimed but not done, and the
+sweeper publishes it again once the claim's lease ends. That is the at-least-once cost of a
+join (docs/reliability.md, "Known limits"), so c may be called twice for a join, at most once
+more per kill (JOIN_DUP_PER_KILL); the long profile measured 2 such duplicates in 20 kills.
 
 pause-restart: tasks submitted through the gateway along a -> x-pause -> b -> c all pause; then,
 `faults` times, every process is stopped (SIGTERM: sidecars drain) and a new pipeline is started
@@ -56,6 +58,9 @@ HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # --------------------------------------------------------------------------- join-kill
 
 PARTS = 10  # per join
+# x-join runs one runtime call at a time: a kill interrupts at most one publish of a joined
+# envelope, which the sweeper then publishes again.
+JOIN_DUP_PER_KILL = 1
 WORK_S = 0.01  # per part, at work's concurrency 2: the parts trickle in while x-join dies
 JOIN_ROUTE = ("split", "work", names.JOIN, "c")
 JOIN_PROCESSES = (f"{names.JOIN}/runtime", f"{names.JOIN}/sidecar")
@@ -156,8 +161,9 @@ async def held_nothing(store: JoinStore) -> bool:
 def check_joins(outcome: Outcome, run: Run, ids: Sequence[str]) -> None:
     outcome.check(outcome.lost == 0, f"{outcome.lost} join(s) with no joined output")
     outcome.check(
-        outcome.duplicates == 0,
-        f"{outcome.duplicates} extra joined output(s) at c; the bound is 0 (one per join)",
+        outcome.max_dup_per_fault <= JOIN_DUP_PER_KILL,
+        f"{outcome.max_dup_per_fault} extra joined output(s) at c after one kill; the bound is"
+        f" {JOIN_DUP_PER_KILL} (the join being published when x-join died)",
     )
     outcome.check(outcome.in_sump == 0, f"{outcome.in_sump} join(s) ended in x-sump")
     expected = [2 * i for i in range(PARTS)]

@@ -70,7 +70,25 @@ class VersionedEmulator(kmock.KubernetesEmulator):
             elif isinstance(data, list):
                 data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})
         try:
-            return await super()._handle(request)
+            result = await super()._handle(request)
         except jsonpatch.JsonPatchTestFailed as exc:
             # What an API server answers when a patch's `test` op fails (kmock says 500).
             raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
+        if (
+            request.action == kmock.action.DELETE
+            and request.resource is not None
+            and request.name is not None
+        ):
+            await self._mark_deletion((request.resource, request.namespace, request.name))
+        return result
+
+    async def _mark_deletion(self, key: tuple[kmock.resource, str | None, str]) -> None:
+        """A DELETE of an object with finalizers only sets its deletionTimestamp, and a real
+        API server gives that write a new resourceVersion; kmock keeps the old one, so a
+        watch started just after it (replaying only newer objects) never saw the deletion."""
+        async with self._lock:
+            objects = self._objects
+            if key in objects and not objects[key].deleted:
+                VersionedEmulator._version += 1
+                version = str(VersionedEmulator._version)
+                objects[key].patch({"metadata": {"resourceVersion": version}})

@@ -206,7 +206,8 @@ class Run:
 
     async def healthz(self, actor: str) -> int:
         """The status code of the actor's sidecar /healthz; 0 when nothing answers."""
-        return await http_status(self.health_port(actor), "/healthz")
+        status, _ = await sidecar_health(self.health_port(actor))
+        return status
 
     # --- verifying ---
 
@@ -270,23 +271,26 @@ class Run:
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 
 
-async def http_status(port: int, path: str) -> int:
+async def sidecar_health(port: int) -> tuple[int, str]:
+    """(status code, reason) from a sidecar's /healthz; (0, why) when nothing answers."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-    except (OSError, TimeoutError):
-        return 0
+        async with asyncio.timeout(2.0):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: faults\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                answer = await reader.read()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError) as exc:
+        return 0, f"no answer: {type(exc).__name__}"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    code = head.split(b" ", 2)[1:2]
     try:
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
-        )
-        await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), 2)
-    except (OSError, TimeoutError):
-        return 0
-    finally:
-        writer.close()
-    parts = line.split()
-    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+        reason = str(json.loads(body).get("reason"))
+    except ValueError:
+        reason = body.decode(errors="replace")[:100]
+    return (int(code[0]) if code and code[0].isdigit() else 0), reason
 
 
 def count_files(directory: Path) -> int:

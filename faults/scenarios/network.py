@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from asya_cli.local_pipeline import LocalPipeline
 from asya_transports.rabbitmq import DEFAULT_URL as RABBITMQ_DEFAULT_URL
-from faults.harness import Context, Run, Sizes, step_actors, wait_for
+from faults.harness import Context, Run, Sizes, sidecar_health, step_actors, wait_for
 from faults.outcome import Outcome
 from faults.proxy import Proxy
 from faults.scenarios import Scenario
@@ -100,24 +99,8 @@ def sidecars_through(settings: Mapping[str, str]) -> Callable[[LocalPipeline], N
 
 async def healthz(port: int) -> tuple[bool, str]:
     """(OK?, reason) from a sidecar's /healthz; a sidecar that does not answer is not OK."""
-    try:
-        async with asyncio.timeout(2.0):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            try:
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: faults\r\n\r\n")
-                await writer.drain()
-                answer = await reader.read()
-            finally:
-                writer.close()
-    except (OSError, TimeoutError) as exc:
-        return False, f"no answer: {type(exc).__name__}"
-    head, _, body = answer.partition(b"\r\n\r\n")
-    ok = head.split(b" ", 2)[1:2] == [b"200"]
-    try:
-        reason = str(json.loads(body).get("reason"))
-    except ValueError:
-        reason = body.decode(errors="replace")[:100]
-    return ok, reason
+    status, reason = await sidecar_health(port)
+    return status == 200, reason
 
 
 @dataclass

@@ -133,8 +133,14 @@ EMPTY_BODY: Final = "-"
 # standard retries), a send while the endpoint is unreachable fails within about 15 s.
 CONNECT_TIMEOUT_S: Final = 3.0
 SDK_ATTEMPTS: Final = 3
-# A long poll holds its response for up to wait_seconds; reads may take this much longer.
-READ_SLACK_S: Final = 15.0
+# Every call but the long poll answers at once; one whose answer takes longer than this is
+# lost on the way (a silent network fault), so a send fails within 3 x 15 s, not hangs.
+READ_TIMEOUT_S: Final = 15.0
+# A long poll holds its response for up to wait_seconds; its read may take this much longer.
+# The poll is tried once: the receiver retries it with back-off and reports why meanwhile
+# (Receiver.trouble, which /healthz shows), so a silent outage shows within wait + slack
+# (28 s by default) instead of three such reads.
+POLL_READ_SLACK_S: Final = 8.0
 # Every long poll holds one pooled connection for up to wait_seconds, so sends need room
 # beside them (aiobotocore's default pool has 10).
 MAX_POOL_CONNECTIONS: Final = 64
@@ -625,6 +631,7 @@ class SQSTransport(ClosesOnExit):
         self._where = endpoint_url or f"AWS in {region}"
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
+        self._poller: Any = None  # long polls only: see POLL_READ_SLACK_S
         self._entered = False
         self._closed = False
         self._urls: dict[str, str] = {}
@@ -665,16 +672,25 @@ class SQSTransport(ClosesOnExit):
         if not self._entered:
             # No request here: listing queues would need a permission sidecars do not have,
             # so a wrong endpoint or missing credentials show at the first call instead.
-            config = AioConfig(
+            calls = AioConfig(
                 connect_timeout=CONNECT_TIMEOUT_S,
-                read_timeout=self.wait_seconds + READ_SLACK_S,
+                read_timeout=READ_TIMEOUT_S,
                 retries={"mode": "standard", "total_max_attempts": SDK_ATTEMPTS},
+                max_pool_connections=MAX_POOL_CONNECTIONS,
+            )
+            polls = AioConfig(
+                connect_timeout=CONNECT_TIMEOUT_S,
+                read_timeout=self.wait_seconds + POLL_READ_SLACK_S,
+                retries={"mode": "standard", "total_max_attempts": 1},
                 max_pool_connections=MAX_POOL_CONNECTIONS,
             )
             session = aioboto3.Session(region_name=self.region)
             try:
                 self._client = await self._stack.enter_async_context(
-                    session.client("sqs", endpoint_url=self.endpoint_url, config=config)
+                    session.client("sqs", endpoint_url=self.endpoint_url, config=calls)
+                )
+                self._poller = await self._stack.enter_async_context(
+                    session.client("sqs", endpoint_url=self.endpoint_url, config=polls)
                 )
             except _SDK_ERRORS as exc:
                 raise TransportError(
@@ -691,7 +707,7 @@ class SQSTransport(ClosesOnExit):
         for receiver in list(self._receivers):
             await receiver.close_within(ORPHAN_GRACE_S)
         await self._release(list(self._held))
-        self._client = None
+        self._client = self._poller = None
         # Closing only releases the HTTP session; a failure leaves nothing to clean up.
         with contextlib.suppress(*_SDK_ERRORS):
             await self._stack.aclose()
@@ -784,8 +800,8 @@ class SQSTransport(ClosesOnExit):
         """One long poll for up to `count` messages; the queue's URL and what came."""
         lease = visibility_timeout(self._lease_s)
 
-        async def call(client: Any, url: str) -> tuple[str, Any]:
-            answer = await client.receive_message(
+        async def call(_: Any, url: str) -> tuple[str, Any]:
+            answer = await self._poller.receive_message(
                 QueueUrl=url,
                 MaxNumberOfMessages=count,
                 WaitTimeSeconds=self.wait_seconds,

@@ -43,13 +43,12 @@ BLACKHOLE_DUP_BOUND = sum(CONCURRENCY.values())
 HEALTH_BACK_S = 60.0
 HEALTH_POLL_S = 0.25
 # A silent blackhole shows only through the sidecar's own timeouts: a send or publisher
-# confirm gives up after 30 s (RabbitMQ, Pub/Sub), an SQS call after 3 attempts of its read
-# timeout (the long poll's 20 s + 15 s each: up to 105 s; measured: OK through 60 s), a
-# Pub/Sub pull after 120 s, RabbitMQ's heartbeat later still. Only an outage longer than
-# HEALTH_DETECT_S, with envelopes in flight, must therefore show in /healthz; what it said
-# is logged for every outage either way.
+# confirm gives up after 30 s (RabbitMQ, Pub/Sub), an SQS long poll after its 20 s + 8 s
+# read timeout, a Pub/Sub pull after 120 s, RabbitMQ's heartbeat later still. Only an
+# outage longer than HEALTH_DETECT_S, with envelopes in flight, must therefore show in
+# /healthz; what it said is logged for every outage either way.
 REQUIRE_HEALTH_DOWN = True
-HEALTH_DETECT_S = {"sqs": 110.0, "rabbitmq": 35.0, "pubsub": 35.0}
+HEALTH_DETECT_S = {"sqs": 35.0, "rabbitmq": 35.0, "pubsub": 35.0}
 SETTLE_TIMEOUT_S = 600.0
 AFTER_BATCH = 30  # envelopes fed after the last restore
 

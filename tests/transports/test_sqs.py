@@ -504,14 +504,14 @@ async def test_receives_are_batched_up_to_the_free_prefetch(
     for i in range(12):
         await transport.send(queue, f"b{i}".encode())
     calls: list[tuple[int, int]] = []  # (asked for, got)
-    receive_message = transport._client.receive_message
+    receive_message = transport._poller.receive_message
 
     async def spy(**kwargs: Any) -> Any:
         answer = await receive_message(**kwargs)
         calls.append((kwargs["MaxNumberOfMessages"], len(answer.get("Messages", []))))
         return answer
 
-    monkeypatch.setattr(transport._client, "receive_message", spy)
+    monkeypatch.setattr(transport._poller, "receive_message", spy)
     receiver = transport.receive(queue, prefetch=10)
 
     batch = [await next_delivery(receiver) for _ in range(10)]

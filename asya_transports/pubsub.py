@@ -124,6 +124,13 @@ OPERATION_TIMEOUT_S: Final = 30
 # The emulator holds an empty pull for about 90 s; a client that gave up sooner would leave
 # the server a pull to hand messages to that nobody reads.
 PULL_TIMEOUT_S: Final = 120
+# So a pull held that long cannot tell a quiet subscription from a network that drops every
+# packet. Once one has waited PROBE_AFTER_S, the receiver asks the server something small
+# (and again every PROBE_AFTER_S): any answer, even a refusal, means it is reachable; no
+# answer within PROBE_TIMEOUT_S sets Receiver.trouble (/healthz) until one comes. A silent
+# outage thus shows within about 30 s, as a send's timeout shows it.
+PROBE_AFTER_S: Final = 20.0
+PROBE_TIMEOUT_S: Final = 10
 # Topic and subscription names: 3 to 255 characters, starting with a letter.
 _NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
 
@@ -385,7 +392,16 @@ class PubSubReceiver(receiving.PollingReceiver[PubSubDelivery, list[SubscriberMe
         self._transport = transport
 
     async def _fetch(self, count: int) -> list[SubscriberMessage]:
-        return await self._transport._pull(self.queue, count)
+        pull = asyncio.ensure_future(self._transport._pull(self.queue, count))
+        try:
+            while True:
+                done, _ = await asyncio.wait([pull], timeout=PROBE_AFTER_S)
+                if done:
+                    return pull.result()
+                self.trouble = await self._transport._unreachable(self.queue)
+        except asyncio.CancelledError:
+            pull.cancel()
+            raise
 
     async def _accept(self, batch: list[SubscriberMessage]) -> list[PubSubDelivery]:
         """The messages that are due, with this transport's lease; the others are held back
@@ -613,6 +629,22 @@ class PubSubTransport(ClosesOnExit):
                 subscriber.pull(self._subscription(queue), max_messages, timeout=PULL_TIMEOUT_S),
                 PULL_TIMEOUT_S,
             )
+
+    async def _unreachable(self, queue: str) -> str | None:
+        """Why Pub/Sub cannot be reached now, or None if it answered (whatever it said: a
+        refusal, such as a subscriber role that may not read the subscription, is an answer)."""
+        subscriber = self._subscriber_client()
+        try:
+            await _within(
+                subscriber.get_subscription(self._subscription(queue), timeout=PROBE_TIMEOUT_S),
+                PROBE_TIMEOUT_S,
+            )
+        except aiohttp.ClientResponseError:
+            return None
+        except Exception as exc:  # as in _edge: the auth library raises bare Exceptions too
+            reason = translate(exc, queue=queue, doing="check the connection while pulling from")
+            return str(reason)
+        return None
 
     async def _acknowledge(self, queue: str, ack_ids: list[str]) -> None:
         """Never raises: an ack that does not arrive means the message comes back after its

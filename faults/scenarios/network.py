@@ -44,9 +44,10 @@ HEALTH_BACK_S = 60.0
 HEALTH_POLL_S = 0.25
 # A silent blackhole shows only through the sidecar's own timeouts: a send or publisher
 # confirm gives up after 30 s (RabbitMQ, Pub/Sub), an SQS long poll after its 20 s + 8 s
-# read timeout, a Pub/Sub pull after 120 s, RabbitMQ's heartbeat later still. Only an
-# outage longer than HEALTH_DETECT_S, with envelopes in flight, must therefore show in
-# /healthz; what it said is logged for every outage either way.
+# read timeout, a held Pub/Sub pull through the check after 20 s + 10 s; an idle RabbitMQ
+# consumer only through missed heartbeats (about 3 minutes at the broker's default 60 s).
+# So an outage longer than HEALTH_DETECT_S must show in /healthz (on RabbitMQ only with
+# envelopes in flight, which the long profile has); what it said is logged either way.
 REQUIRE_HEALTH_DOWN = True
 HEALTH_DETECT_S = {"sqs": 35.0, "rabbitmq": 35.0, "pubsub": 35.0}
 SETTLE_TIMEOUT_S = 600.0

@@ -9,7 +9,8 @@ envelope and then marks the join done: a runtime killed in between (while it wai
 broker to confirm the publish, or just after) leaves the join claimed but not done, and the
 sweeper publishes it again once the claim's lease ends. That is the at-least-once cost of a
 join (docs/reliability.md, "Known limits"), so c may be called twice for a join, at most once
-more per kill (JOIN_DUP_PER_KILL); the long profile measured 2 such duplicates in 20 kills.
+more per kill (JOIN_DUP_PER_KILL); four long runs on RabbitMQ measured 4 such duplicates in
+80 kills.
 
 pause-restart: tasks submitted through the gateway along a -> x-pause -> b -> c all pause; then,
 `faults` times, every process is stopped (SIGTERM: sidecars drain) and a new pipeline is started

@@ -26,9 +26,17 @@ demo-llm: install $(LLAMA_VENV)/.installed-stamp
 
 model-servers: $(LLAMA_VENV)/.installed-stamp $(MLSERVER_VENV)/.installed-stamp
 
+# llama.cpp built for the machine it is built on (GGML_NATIVE) uses the CPU's AMX tiles where
+# it has them, and its AMX matrix multiply crashes the server (SIGSEGV in
+# ggml_backend_amx_mul_mat, seen with llama-cpp-python 0.3.36): build for AVX2 instead. The
+# venv is made anew and pip's cache is not used, or pip would reuse a wheel built earlier
+# with other flags.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 $(LLAMA_VENV)/.installed-stamp: requirements/llama-server.txt
-	test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
-	$(LLAMA_VENV)/bin/python -m pip install --quiet -r requirements/llama-server.txt
+	$(PYTHON) -m venv --clear $(LLAMA_VENV)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(LLAMA_VENV)/bin/python -m pip install --quiet --no-cache-dir \
+	  -r requirements/llama-server.txt
 	touch $@
 
 $(MLSERVER_VENV)/.installed-stamp: requirements/mlserver.txt

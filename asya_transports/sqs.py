@@ -800,8 +800,8 @@ class SQSTransport(ClosesOnExit):
         """One long poll for up to `count` messages; the queue's URL and what came."""
         lease = visibility_timeout(self._lease_s)
 
-        async def call(_: Any, url: str) -> tuple[str, Any]:
-            answer = await self._poller.receive_message(
+        async def call(client: Any, url: str) -> tuple[str, Any]:
+            answer = await client.receive_message(
                 QueueUrl=url,
                 MaxNumberOfMessages=count,
                 WaitTimeSeconds=self.wait_seconds,
@@ -814,7 +814,7 @@ class SQSTransport(ClosesOnExit):
             )
             return url, answer
 
-        url, answer = await self._on_queue(queue, "receive from", call)
+        url, answer = await self._on_queue(queue, "receive from", call, client=self._poller)
         return url, [parse_message(raw) for raw in answer.get("Messages", [])]
 
     def _track(self, receiver: SQSReceiver, url: str, message: Received) -> SQSDelivery:
@@ -900,13 +900,19 @@ class SQSTransport(ClosesOnExit):
                 log.warning("could not return %d message(s) at once: %s", len(entries), exc)
 
     async def _on_queue(
-        self, queue: str, doing: str, call: Callable[[Any, str], Awaitable[T]]
+        self,
+        queue: str,
+        doing: str,
+        call: Callable[[Any, str], Awaitable[T]],
+        *,
+        client: Any = None,
     ) -> T:
-        """Run `call(client, url)`; forget the URL if the queue turns out to be gone."""
+        """Run `call(client, url)` (the client for calls unless given another); forget the
+        URL if the queue turns out to be gone."""
         try:
             url = await self._queue_url(queue, doing)
             with _edge(queue, doing, self._where):
-                return await call(self._client, url)
+                return await call(client or self._client, url)
         except QueueNotFound:
             self._urls.pop(queue, None)
             raise

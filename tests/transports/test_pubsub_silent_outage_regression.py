@@ -70,7 +70,7 @@ async def test_an_idle_receiver_reports_a_silent_outage_while_its_pull_is_held(
                 await eventually(
                     lambda: receiver.trouble is None,
                     "the next check (or pull) to clear the trouble",
-                    timeout=PROBE_AFTER_S + PROBE_TIMEOUT_S + 15,
+                    timeout=NOTICED_WITHIN_S,
                 )
                 # Published around the proxy, as a producer elsewhere would.
                 await direct.send(queue, b"after")

@@ -36,7 +36,7 @@ SEND_FAILS_WITHIN_S = 40.0
 
 @pytest.fixture(autouse=True)
 def short_read_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sqs, "READ_TIMEOUT_S", READ_TIMEOUT_S, raising=False)
+    monkeypatch.setattr(sqs, "READ_TIMEOUT_S", READ_TIMEOUT_S)
 
 
 @pytest.fixture
